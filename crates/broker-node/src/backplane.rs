@@ -1,0 +1,131 @@
+//! How publications and presence changes reach every node.
+//!
+//! A backplane does the publish path's one atomic step: give the publication
+//! its place in the channel's stream (keeping it when the channel keeps
+//! history) and hand it to every node that has subscribers for the channel,
+//! in offset order. A node subscribes to a channel's traffic only while it
+//! has local subscribers.
+
+use crate::hub::{Hub, PresenceKind};
+use crate::key::ChannelKey;
+use async_trait::async_trait;
+use herald_history::{MemoryHistory, Publication, Retention};
+use herald_protocol::server::Member;
+use herald_protocol::StreamPosition;
+use parking_lot::Mutex;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackplaneError {
+    #[error("backplane unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// What a publish did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    /// The publication's place in its stream; `None` when it went nowhere
+    /// (no listener and no history kept) and so was not numbered.
+    pub position: Option<StreamPosition>,
+    /// How many nodes had subscribers for the channel.
+    pub listeners: usize,
+}
+
+#[async_trait]
+pub trait Backplane: Send + Sync + 'static {
+    /// Numbers, keeps (per `retention`) and delivers a publication.
+    async fn publish(
+        &self,
+        key: &ChannelKey,
+        publication: Arc<Publication>,
+        retention: Retention,
+        now_ms: u64,
+    ) -> Result<Published, BackplaneError>;
+
+    /// Tells every node's subscribers of the channel that a member joined
+    /// or left.
+    async fn presence(
+        &self,
+        key: &ChannelKey,
+        kind: PresenceKind,
+        member: &Member,
+    ) -> Result<(), BackplaneError>;
+
+    /// Starts receiving the channel's traffic; returns once confirmed.
+    async fn subscribe(&self, key: &ChannelKey) -> Result<(), BackplaneError>;
+
+    /// Stops receiving the channel's traffic.
+    async fn unsubscribe(&self, key: &ChannelKey) -> Result<(), BackplaneError>;
+}
+
+const ORDER_SHARDS: usize = 64;
+
+/// The embedded backplane: one node, so publishing is delivering to the
+/// local hub. Publishes on one channel are serialized so that offsets reach
+/// subscribers in order.
+pub struct MemoryBackplane {
+    hub: Arc<Hub>,
+    history: Arc<MemoryHistory>,
+    order: Vec<Mutex<()>>,
+    hasher: RandomState,
+}
+
+impl MemoryBackplane {
+    pub fn new(hub: Arc<Hub>, history: Arc<MemoryHistory>) -> Self {
+        MemoryBackplane {
+            hub,
+            history,
+            order: (0..ORDER_SHARDS).map(|_| Mutex::new(())).collect(),
+            hasher: RandomState::new(),
+        }
+    }
+}
+
+#[async_trait]
+impl Backplane for MemoryBackplane {
+    async fn publish(
+        &self,
+        key: &ChannelKey,
+        publication: Arc<Publication>,
+        retention: Retention,
+        now_ms: u64,
+    ) -> Result<Published, BackplaneError> {
+        let id = key.id();
+        let _ordered = self.order[(self.hasher.hash_one(id) as usize) % ORDER_SHARDS].lock();
+        let listening = self.hub.has_subscribers(key);
+        if !listening && !retention.keeps_history() {
+            return Ok(Published {
+                position: None,
+                listeners: 0,
+            });
+        }
+        let position = self.history.append_now(id, Arc::clone(&publication), retention, now_ms);
+        if listening {
+            self.hub.deliver_publication(id, &publication, &position);
+        }
+        Ok(Published {
+            position: Some(position),
+            listeners: usize::from(listening),
+        })
+    }
+
+    async fn presence(
+        &self,
+        key: &ChannelKey,
+        kind: PresenceKind,
+        member: &Member,
+    ) -> Result<(), BackplaneError> {
+        self.hub.deliver_presence(key.id(), kind, member);
+        Ok(())
+    }
+
+    async fn subscribe(&self, _key: &ChannelKey) -> Result<(), BackplaneError> {
+        // The hub is the whole cluster: nothing to subscribe to.
+        Ok(())
+    }
+
+    async fn unsubscribe(&self, _key: &ChannelKey) -> Result<(), BackplaneError> {
+        Ok(())
+    }
+}

@@ -1,0 +1,112 @@
+//! Per-channel ordered history.
+//!
+//! Every channel key has a stream: an `epoch` naming this incarnation of its
+//! history and a `top` offset, contiguous from 1. A publication appended to a
+//! stream gets the next offset; a channel whose retention keeps history also
+//! keeps the publication, bounded in length and age. When a stream is lost
+//! (idle past its retention, evicted, flushed) it comes back with a new
+//! epoch, so a client holding an old position can tell its offsets no longer
+//! mean anything.
+//!
+//! [`HistoryStore`] is the seam; [`MemoryHistory`] serves the embedded,
+//! single-node mode. The Redis Streams implementation is to come.
+
+mod memory;
+
+pub use memory::MemoryHistory;
+
+use async_trait::async_trait;
+use herald_protocol::server::SenderType;
+use herald_protocol::StreamPosition;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// One published event, as history keeps it and fan-out delivers it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Publication {
+    pub message_id: String,
+    pub event: String,
+    pub payload: Arc<RawValue>,
+    pub sender_type: SenderType,
+    pub sender_id: Option<String>,
+    pub timestamp_ms: u64,
+}
+
+/// A publication with its place in the stream.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub offset: u64,
+    pub publication: Arc<Publication>,
+}
+
+/// How much history a channel keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Publications kept at most; 0 keeps none.
+    pub size: usize,
+    /// How long a publication is kept, and how long an idle stream's epoch
+    /// and offset survive.
+    pub ttl: Duration,
+}
+
+impl Retention {
+    pub const NONE: Retention = Retention {
+        size: 0,
+        ttl: Duration::from_secs(300),
+    };
+
+    pub fn keeps_history(&self) -> bool {
+        self.size > 0 && !self.ttl.is_zero()
+    }
+}
+
+/// What a read of a stream found.
+#[derive(Debug, Clone)]
+pub struct HistoryRead {
+    /// The stream's current epoch and top offset.
+    pub position: StreamPosition,
+    /// Publications after the requested offset, oldest first.
+    pub publications: Vec<Stored>,
+    /// Whether `publications` is every publication after the requested
+    /// position: same epoch, nothing trimmed, nothing cut by the limit.
+    pub complete: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    #[error("history backend unavailable: {0}")]
+    Unavailable(String),
+}
+
+#[async_trait]
+pub trait HistoryStore: Send + Sync + 'static {
+    /// Appends a publication, keeping it as `retention` says; returns its
+    /// position.
+    async fn append(
+        &self,
+        stream: &str,
+        publication: Arc<Publication>,
+        retention: Retention,
+        now_ms: u64,
+    ) -> Result<StreamPosition, HistoryError>;
+
+    /// The stream's current position, starting the stream if it has none.
+    async fn position(
+        &self,
+        stream: &str,
+        retention: Retention,
+        now_ms: u64,
+    ) -> Result<StreamPosition, HistoryError>;
+
+    /// Publications after `since` (all kept ones when `None`), at most
+    /// `limit`, not older than the retention allows.
+    async fn read(
+        &self,
+        stream: &str,
+        since: Option<&StreamPosition>,
+        limit: usize,
+        now_ms: u64,
+    ) -> Result<HistoryRead, HistoryError>;
+}

@@ -1,0 +1,60 @@
+//! Bodies of the server API (`/api/v1/...`), called by app backends with an
+//! API key.
+
+use crate::error::ErrorBody;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// `POST /api/v1/publish` and `POST /api/v1/publish/global`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PublishRequest {
+    pub channel: String,
+    pub payload: Box<RawValue>,
+    pub event: Option<String>,
+    /// The product context the publisher speaks for (scoped channels only).
+    pub context: Option<serde_json::Map<String, serde_json::Value>>,
+    #[serde(default)]
+    pub options: PublishOptions,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PublishOptions {
+    pub token: Option<String>,
+    pub context_overrides: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PublishResult {
+    pub event_id: Option<String>,
+    pub event_timestamp: Option<String>,
+    pub errors: Vec<ErrorBody>,
+}
+
+/// `POST /api/v1/token`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenRequest {
+    pub channel: String,
+    pub claims: serde_json::Value,
+    pub permissions: Option<Vec<Permission>>,
+    pub ttl_seconds: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Permission {
+    Subscribe,
+    Publish,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenResult {
+    pub token: Option<String>,
+    /// Epoch seconds: the token's `exp`.
+    pub expires_at: Option<u64>,
+    pub errors: Vec<ErrorBody>,
+}
