@@ -100,7 +100,9 @@ impl Backplane for MemoryBackplane {
                 listeners: 0,
             });
         }
-        let position = self.history.append_now(id, Arc::clone(&publication), retention, now_ms);
+        let position = self
+            .history
+            .append_now(id, Arc::clone(&publication), retention, now_ms);
         if listening {
             self.hub.deliver_publication(id, &publication, &position);
         }

@@ -109,7 +109,12 @@ impl Hub {
     pub fn subscription_count(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| s.read().values().map(|c| c.subscribers.len()).sum::<usize>())
+            .map(|s| {
+                s.read()
+                    .values()
+                    .map(|c| c.subscribers.len())
+                    .sum::<usize>()
+            })
             .sum()
     }
 
@@ -122,7 +127,12 @@ impl Hub {
         position: &StreamPosition,
     ) -> usize {
         self.fan_out(key_id, |key| {
-            ServerFrame::Event(event_frame(key, publication, position.epoch.clone(), position.offset))
+            ServerFrame::Event(event_frame(
+                key,
+                publication,
+                position.epoch.clone(),
+                position.offset,
+            ))
         })
     }
 
@@ -159,7 +169,9 @@ impl Hub {
                 Offer::Closed => {}
             }
         }
-        self.stats.delivered.fetch_add(queued as u64, Ordering::Relaxed);
+        self.stats
+            .delivered
+            .fetch_add(queued as u64, Ordering::Relaxed);
         queued
     }
 }

@@ -79,11 +79,16 @@ impl ChannelKey {
                         names.dedup();
                         let mut picked = Map::new();
                         for n in &names {
-                            picked.insert((*n).clone(), context.get(*n).cloned().unwrap_or(Value::Null));
+                            picked.insert(
+                                (*n).clone(),
+                                context.get(*n).cloned().unwrap_or(Value::Null),
+                            );
                         }
                         canon.push_str("o");
                         canonical_json(
-                            &Value::Array(names.iter().map(|n| Value::String((*n).clone())).collect()),
+                            &Value::Array(
+                                names.iter().map(|n| Value::String((*n).clone())).collect(),
+                            ),
                             &mut canon,
                         );
                         canonical_json(&Value::Object(picked), &mut canon);
@@ -269,8 +274,14 @@ mod tests {
 
     #[test]
     fn overrides_pick_properties() {
-        let a = key(&scoped(json!({"module":"m1","issue":"1"}), Some(&["issue"])), None);
-        let b = key(&scoped(json!({"module":"m2","issue":"1"}), Some(&["issue"])), None);
+        let a = key(
+            &scoped(json!({"module":"m1","issue":"1"}), Some(&["issue"])),
+            None,
+        );
+        let b = key(
+            &scoped(json!({"module":"m2","issue":"1"}), Some(&["issue"])),
+            None,
+        );
         assert_eq!(a, b);
     }
 

@@ -6,7 +6,9 @@ use crate::hub::{Hub, PresenceKind};
 use crate::key::{ChannelKey, KeyError};
 use crate::outbound::Subscriber;
 use crate::presence::{MemoryPresence, PresenceError, PresenceStore};
-use herald_history::{HistoryError, HistoryRead, HistoryStore, MemoryHistory, Publication, Retention};
+use herald_history::{
+    HistoryError, HistoryRead, HistoryStore, MemoryHistory, Publication, Retention,
+};
 use herald_protocol::server::Member;
 use herald_protocol::StreamPosition;
 use std::sync::atomic::Ordering;
@@ -85,11 +87,14 @@ impl Node {
     ) -> Result<SubscribeOutcome, NodeError> {
         let conn = subscriber.conn;
         if self.presence.join(key.id(), member, conn_id).await? {
-            self.backplane.presence(key, PresenceKind::Join, member).await?;
+            self.backplane
+                .presence(key, PresenceKind::Join, member)
+                .await?;
         }
         if self.hub.add(key, subscriber) {
             if let Err(e) = self.backplane.subscribe(key).await {
-                self.unsubscribe(key, conn, conn_id, &member.presence_id).await?;
+                self.unsubscribe(key, conn, conn_id, &member.presence_id)
+                    .await?;
                 return Err(e.into());
             }
         }
@@ -110,7 +115,9 @@ impl Node {
             self.backplane.unsubscribe(key).await?;
         }
         if let Some(member) = self.presence.leave(key.id(), presence_id, conn_id).await? {
-            self.backplane.presence(key, PresenceKind::Leave, &member).await?;
+            self.backplane
+                .presence(key, PresenceKind::Leave, &member)
+                .await?;
         }
         Ok(())
     }
@@ -126,7 +133,10 @@ impl Node {
         retention: Retention,
         now_ms: u64,
     ) -> Result<Published, NodeError> {
-        Ok(self.backplane.publish(key, publication, retention, now_ms).await?)
+        Ok(self
+            .backplane
+            .publish(key, publication, retention, now_ms)
+            .await?)
     }
 
     pub async fn presence(&self, key: &ChannelKey) -> Result<Vec<Member>, NodeError> {
@@ -193,11 +203,21 @@ mod tests {
         let node = Node::embedded("n1");
         let key = ChannelKey::new("a", "ch", &Scope::Global, None).unwrap();
         let (outbound, mut rx, _kick) = Outbound::new(16);
-        node.subscribe(&key, Subscriber { conn: 1, outbound }, "c-1", &member("u"), Retention::NONE, 0)
-            .await
-            .unwrap();
+        node.subscribe(
+            &key,
+            Subscriber { conn: 1, outbound },
+            "c-1",
+            &member("u"),
+            Retention::NONE,
+            0,
+        )
+        .await
+        .unwrap();
         for n in 1..=3 {
-            let p = node.publish(&key, publication(n), Retention::NONE, 0).await.unwrap();
+            let p = node
+                .publish(&key, publication(n), Retention::NONE, 0)
+                .await
+                .unwrap();
             assert_eq!(p.position.unwrap().offset, u64::from(n));
         }
         for n in 1..=3u64 {
@@ -212,9 +232,15 @@ mod tests {
     async fn publish_without_listener_or_history_goes_nowhere() {
         let node = Node::embedded("n1");
         let key = ChannelKey::new("a", "ch", &Scope::Global, None).unwrap();
-        let p = node.publish(&key, publication(1), Retention::NONE, 0).await.unwrap();
+        let p = node
+            .publish(&key, publication(1), Retention::NONE, 0)
+            .await
+            .unwrap();
         assert_eq!(p.position, None);
-        let keep = Retention { size: 10, ttl: Duration::from_secs(60) };
+        let keep = Retention {
+            size: 10,
+            ttl: Duration::from_secs(60),
+        };
         let p = node.publish(&key, publication(2), keep, 0).await.unwrap();
         assert!(p.position.is_some());
     }
@@ -225,15 +251,37 @@ mod tests {
         let key = ChannelKey::new("a", "ch", &Scope::Global, None).unwrap();
         let (slow, _slow_rx, slow_kick) = Outbound::new(2);
         let (fast, mut fast_rx, fast_kick) = Outbound::new(64);
-        node.subscribe(&key, Subscriber { conn: 1, outbound: slow }, "c-1", &member("a"), Retention::NONE, 0)
-            .await
-            .unwrap();
-        node.subscribe(&key, Subscriber { conn: 2, outbound: fast }, "c-2", &member("b"), Retention::NONE, 0)
-            .await
-            .unwrap();
+        node.subscribe(
+            &key,
+            Subscriber {
+                conn: 1,
+                outbound: slow,
+            },
+            "c-1",
+            &member("a"),
+            Retention::NONE,
+            0,
+        )
+        .await
+        .unwrap();
+        node.subscribe(
+            &key,
+            Subscriber {
+                conn: 2,
+                outbound: fast,
+            },
+            "c-2",
+            &member("b"),
+            Retention::NONE,
+            0,
+        )
+        .await
+        .unwrap();
         while fast_rx.try_recv().is_ok() {}
         for n in 0..10 {
-            node.publish(&key, publication(n), Retention::NONE, 0).await.unwrap();
+            node.publish(&key, publication(n), Retention::NONE, 0)
+                .await
+                .unwrap();
         }
         assert!(slow_kick.reason().is_some());
         assert!(fast_kick.reason().is_none());

@@ -19,7 +19,8 @@ pub enum PresenceError {
 pub trait PresenceStore: Send + Sync + 'static {
     /// Records `conn` as one of `member`'s connections on the channel; true
     /// when it is the member's first there.
-    async fn join(&self, channel: &str, member: &Member, conn: &str) -> Result<bool, PresenceError>;
+    async fn join(&self, channel: &str, member: &Member, conn: &str)
+        -> Result<bool, PresenceError>;
 
     /// Forgets `conn`; returns the member when that was its last connection
     /// on the channel.
@@ -47,7 +48,12 @@ struct Entry {
 
 #[async_trait]
 impl PresenceStore for MemoryPresence {
-    async fn join(&self, channel: &str, member: &Member, conn: &str) -> Result<bool, PresenceError> {
+    async fn join(
+        &self,
+        channel: &str,
+        member: &Member,
+        conn: &str,
+    ) -> Result<bool, PresenceError> {
         let mut channels = self.channels.lock();
         let members = channels.entry(channel.to_owned()).or_default();
         let entry = members
@@ -90,7 +96,11 @@ impl PresenceStore for MemoryPresence {
             .get(channel)
             .map(|m| m.values().map(|e| e.member.clone()).collect())
             .unwrap_or_default();
-        members.sort_by(|a, b| a.joined_at.cmp(&b.joined_at).then(a.presence_id.cmp(&b.presence_id)));
+        members.sort_by(|a, b| {
+            a.joined_at
+                .cmp(&b.joined_at)
+                .then(a.presence_id.cmp(&b.presence_id))
+        });
         Ok(members)
     }
 }
@@ -115,7 +125,10 @@ mod tests {
         assert!(!p.join("ch", &user("u-1"), "c-2").await.unwrap());
         assert_eq!(p.members("ch").await.unwrap().len(), 1);
         assert!(p.leave("ch", "u-1", "c-1").await.unwrap().is_none());
-        assert_eq!(p.leave("ch", "u-1", "c-2").await.unwrap(), Some(user("u-1")));
+        assert_eq!(
+            p.leave("ch", "u-1", "c-2").await.unwrap(),
+            Some(user("u-1"))
+        );
         assert!(p.members("ch").await.unwrap().is_empty());
     }
 

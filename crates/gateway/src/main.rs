@@ -1,1 +1,249 @@
-fn main(){}
+//! `herald`: the Herald gateway and its small tools.
+//!
+//! - `herald serve`: run a gateway (embedded, single node, when no Redis is
+//!   configured).
+//! - `herald token`: mint a user JWT for testing.
+//! - `herald check-config`: load and check a configuration file.
+//!
+//! The gateway's parts: [`config`] (one typed configuration), [`auth`]
+//! (user JWTs, API keys, channel tokens), [`realtime`] (the operations both
+//! surfaces share), [`ws`] (the native WebSocket protocol), [`api`] (the
+//! server API), [`metrics`], and [`server`] (routes, start-up, shutdown).
+
+mod api;
+mod auth;
+mod config;
+mod metrics;
+mod realtime;
+mod server;
+mod state;
+mod ws;
+
+use clap::{Parser, Subcommand};
+use config::{Config, LogFormat, Overrides};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "herald",
+    version,
+    about = "Herald: a clustered WebSocket broker for realtime events"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a gateway. With no configuration at all it starts a development
+    /// app and prints its credentials.
+    Serve {
+        /// TOML configuration file.
+        #[arg(long, env = "HERALD_CONFIG")]
+        config: Option<PathBuf>,
+        /// Address to listen on (port 0 picks a free one).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Redis URL to join a cluster (redis:// or redis-cluster://).
+        #[arg(long)]
+        redis: Option<String>,
+    },
+    /// Mint a user JWT signed with an app's jwt_secret, for testing.
+    Token {
+        #[arg(long, env = "HERALD_CONFIG")]
+        config: Option<PathBuf>,
+        /// App id (default: the only app, or the development app).
+        #[arg(long)]
+        app: Option<String>,
+        /// User id (`sub`).
+        #[arg(long, default_value = "u-1")]
+        sub: String,
+        /// Product context as a JSON object, e.g. '{"issue":"10001"}'.
+        #[arg(long)]
+        ctx: Option<String>,
+        #[arg(long)]
+        role: Option<String>,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
+    },
+    /// Load a configuration file, check it, and print the effective values.
+    CheckConfig {
+        #[arg(long, env = "HERALD_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve {
+            config,
+            listen,
+            redis,
+        } => serve(
+            config,
+            Overrides {
+                listen,
+                redis_url: redis,
+            },
+        ),
+        Command::Token {
+            config,
+            app,
+            sub,
+            ctx,
+            role,
+            ttl,
+        } => token(config, app, sub, ctx, role, ttl),
+        Command::CheckConfig { config } => check_config(config),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("herald: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(config: &Config) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn serve(file: Option<PathBuf>, overrides: Overrides) -> Result<(), String> {
+    let (config, dev) = config::load(file.as_deref(), &overrides).map_err(|e| e.to_string())?;
+    init_logging(&config);
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    runtime.block_on(async move {
+        let server = server::Server::bind(config.clone()).await?;
+        let addr = server.local_addr().map_err(|e| e.to_string())?;
+        println!(
+            "Herald listening on http://{addr} (node {}, embedded)",
+            server.state().node.id()
+        );
+        if dev {
+            print_dev_banner(addr, &config);
+        }
+        server
+            .run(server::signal())
+            .await
+            .map_err(|e| e.to_string())
+    })
+}
+
+fn print_dev_banner(addr: SocketAddr, config: &Config) {
+    let token = mint(config, None, "u-1".into(), None, None, 3600).unwrap_or_default();
+    println!(
+        "\nNo apps configured: serving the development app (its credentials are public; never use it in production).\n  \
+         app id:     {app}\n  \
+         API key:    {key}\n  \
+         user token: {token}\n  \
+         (for sub u-1, valid 1 hour; `herald token --sub NAME` mints more)\n\n  \
+         connect:    ws://{addr}/v1/ws?token=<user token>\n  \
+         publish:    curl -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\\n              \
+         -d '{{\"channel\":\"news\",\"payload\":{{\"hello\":\"world\"}}}}' http://{addr}/api/v1/publish/global\n",
+        app = config::DEV_APP,
+        key = config::DEV_API_KEY,
+    );
+}
+
+fn mint(
+    config: &Config,
+    app: Option<String>,
+    sub: String,
+    ctx: Option<String>,
+    role: Option<String>,
+    ttl: u64,
+) -> Result<String, String> {
+    let app = match app {
+        Some(id) => config
+            .apps
+            .iter()
+            .find(|a| a.id == id)
+            .ok_or_else(|| format!("no app `{id}` in the configuration"))?,
+        None => match config.apps.as_slice() {
+            [only] => only,
+            _ => return Err("several apps are configured: name one with --app".into()),
+        },
+    };
+    let secret = app
+        .jwt_secret
+        .as_deref()
+        .ok_or_else(|| format!("app `{}` has no jwt_secret to sign with", app.id))?;
+    let ctx = match ctx {
+        None => None,
+        Some(text) => match serde_json::from_str::<serde_json::Value>(&text) {
+            Ok(serde_json::Value::Object(map)) => Some(map),
+            _ => return Err("--ctx must be a JSON object, e.g. '{\"issue\":\"10001\"}'".into()),
+        },
+    };
+    let exp = jsonwebtoken::get_current_timestamp() + ttl;
+    auth::mint_user_token(
+        secret,
+        &auth::UserClaims {
+            sub,
+            app: app.id.clone(),
+            exp,
+            role,
+            ctx,
+        },
+    )
+}
+
+fn token(
+    file: Option<PathBuf>,
+    app: Option<String>,
+    sub: String,
+    ctx: Option<String>,
+    role: Option<String>,
+    ttl: u64,
+) -> Result<(), String> {
+    let (config, _) =
+        config::load(file.as_deref(), &Overrides::default()).map_err(|e| e.to_string())?;
+    println!("{}", mint(&config, app, sub, ctx, role, ttl)?);
+    Ok(())
+}
+
+fn check_config(file: Option<PathBuf>) -> Result<(), String> {
+    let (config, dev) =
+        config::load(file.as_deref(), &Overrides::default()).map_err(|e| e.to_string())?;
+    auth::Apps::new(&config.apps)?;
+    let mut shown = config.clone();
+    for app in &mut shown.apps {
+        app.api_keys = app
+            .api_keys
+            .iter()
+            .map(|_| "<redacted>".to_owned())
+            .collect();
+        if app.jwt_secret.is_some() {
+            app.jwt_secret = Some("<redacted>".into());
+        }
+    }
+    let text = toml_like(&shown)?;
+    println!(
+        "configuration is valid{}\n\n{text}",
+        if dev {
+            " (no apps: the development app would be served)"
+        } else {
+            ""
+        }
+    );
+    Ok(())
+}
+
+fn toml_like(config: &Config) -> Result<String, String> {
+    serde_json::to_string_pretty(config).map_err(|e| e.to_string())
+}

@@ -215,16 +215,18 @@ impl HistoryStore for MemoryHistory {
         limit: usize,
         now_ms: u64,
     ) -> Result<HistoryRead, HistoryError> {
-        Ok(self.read_now(stream, since, limit, now_ms).unwrap_or_else(|| HistoryRead {
-            // No stream: nothing was kept. Only a caller with no position
-            // has missed nothing.
-            position: StreamPosition {
-                epoch: String::new(),
-                offset: 0,
-            },
-            publications: Vec::new(),
-            complete: false,
-        }))
+        Ok(self
+            .read_now(stream, since, limit, now_ms)
+            .unwrap_or_else(|| HistoryRead {
+                // No stream: nothing was kept. Only a caller with no position
+                // has missed nothing.
+                position: StreamPosition {
+                    epoch: String::new(),
+                    offset: 0,
+                },
+                publications: Vec::new(),
+                complete: false,
+            }))
     }
 }
 

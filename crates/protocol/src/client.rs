@@ -98,7 +98,7 @@ pub fn parse(text: &str) -> Result<(Option<u64>, Request), Rejected> {
 }
 
 /// The `id` of a frame whose other fields did not parse, when it has one.
-fn salvage_id(text: &str) -> Option<u64> {
+pub fn salvage_id(text: &str) -> Option<u64> {
     #[derive(Deserialize)]
     struct IdOnly {
         id: Option<u64>,
@@ -226,7 +226,12 @@ mod tests {
                 "since":{"epoch":"e1","offset":41},"replaySeconds":30}"#,
         )
         .unwrap();
-        let Request::Subscribe { channel, since, replay_seconds } = req else {
+        let Request::Subscribe {
+            channel,
+            since,
+            replay_seconds,
+        } = req
+        else {
             panic!("not a subscribe: {req:?}");
         };
         assert_eq!(
@@ -238,7 +243,13 @@ mod tests {
                 context_overrides: Some(vec!["issue".into()]),
             }
         );
-        assert_eq!(since, Some(StreamPosition { epoch: "e1".into(), offset: 41 }));
+        assert_eq!(
+            since,
+            Some(StreamPosition {
+                epoch: "e1".into(),
+                offset: 41
+            })
+        );
         assert_eq!(replay_seconds, Some(30));
     }
 }

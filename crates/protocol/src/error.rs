@@ -110,9 +110,13 @@ impl fmt::Display for ErrorCode {
 
 /// `{"code","message"}`, the error shape of every surface.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ErrorBody {
     pub code: ErrorCode,
     pub message: String,
+    /// With `RATE_LIMIT_EXCEEDED`: milliseconds until a retry can succeed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
 }
 
 impl ErrorBody {
@@ -123,7 +127,11 @@ impl ErrorBody {
             Some(fixed) => fixed.to_owned(),
             None => detail.into(),
         };
-        ErrorBody { code, message }
+        ErrorBody {
+            code,
+            message,
+            retry_after_ms: None,
+        }
     }
 }
 

@@ -1,0 +1,230 @@
+//! The server API (`/api/v1/...`): what app backends call with an API key.
+
+use crate::auth::{sign_channel_token, App, Identity};
+use crate::realtime::{self, charge, error, ChannelSpec, Operation};
+use crate::state::{now_ms, AppState};
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use herald_protocol::api::{PublishRequest, PublishResult, TokenRequest, TokenResult};
+use herald_protocol::{ErrorBody, ErrorCode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::sync::Arc;
+
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/api/v1/publish", post(publish_scoped))
+        .route("/api/v1/publish/global", post(publish_global))
+        .route("/api/v1/token", post(token))
+}
+
+/// The API key of a request: `Authorization: Bearer <key>` or `X-API-Key`.
+pub fn api_key(headers: &HeaderMap) -> Option<&str> {
+    if let Some(v) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
+        return Some(v.trim());
+    }
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+}
+
+/// A failed call: the error and the HTTP status it is answered with.
+struct ApiError {
+    error: ErrorBody,
+    status: StatusCode,
+}
+
+impl From<ErrorBody> for ApiError {
+    fn from(error: ErrorBody) -> Self {
+        let status =
+            StatusCode::from_u16(error.code.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+        ApiError { error, status }
+    }
+}
+
+impl ApiError {
+    /// Answers with the body shape of the call's success.
+    fn into_response<T: Serialize>(self, state: &AppState, shape: fn(ErrorBody) -> T) -> Response {
+        state.metrics.error(self.error.code);
+        let retry = self.error.retry_after_ms;
+        let mut response = (self.status, Json(shape(self.error))).into_response();
+        if let Some(ms) = retry {
+            let secs = ms.div_ceil(1000).max(1);
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        response
+    }
+}
+
+fn publish_failure(error: ErrorBody) -> PublishResult {
+    PublishResult {
+        event_id: None,
+        event_timestamp: None,
+        errors: vec![error],
+    }
+}
+
+fn token_failure(error: ErrorBody) -> TokenResult {
+    TokenResult {
+        token: None,
+        expires_at: None,
+        errors: vec![error],
+    }
+}
+
+fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Arc<App>, ApiError> {
+    api_key(headers)
+        .and_then(|k| state.apps.by_api_key(k))
+        .cloned()
+        .ok_or_else(|| ApiError {
+            error: error(ErrorCode::Unauthorized, ""),
+            status: StatusCode::UNAUTHORIZED,
+        })
+}
+
+fn parse_body<T: DeserializeOwned>(
+    state: &AppState,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, ErrorBody> {
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            error(ErrorCode::PayloadTooLarge, "request body too large")
+        } else {
+            error(ErrorCode::RealtimeInvalidChannelRequest, e.body_text())
+        }
+    })?;
+    if body.len() > body_limit(state) {
+        return Err(error(ErrorCode::PayloadTooLarge, "request body too large"));
+    }
+    serde_json::from_slice(&body).map_err(|e| {
+        error(
+            ErrorCode::RealtimeInvalidChannelRequest,
+            format!("invalid body: {e}"),
+        )
+    })
+}
+
+/// The largest request body the server API reads.
+pub fn body_limit(state: &AppState) -> usize {
+    state.config.max_payload_bytes * 2 + 16 * 1024
+}
+
+async fn publish_scoped(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    publish(state, headers, body, false).await
+}
+
+async fn publish_global(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    publish(state, headers, body, true).await
+}
+
+async fn publish(
+    state: Arc<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    global: bool,
+) -> Response {
+    match try_publish(&state, &headers, body, global).await {
+        Ok(result) => Json(result).into_response(),
+        Err(e) => e.into_response(&state, publish_failure),
+    }
+}
+
+async fn try_publish(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    global: bool,
+) -> Result<PublishResult, ApiError> {
+    let app = authenticate(state, headers)?;
+    let req: PublishRequest = parse_body(state, body)?;
+    if global && req.context.is_some() {
+        return Err(error(
+            ErrorCode::RealtimeInvalidChannelRequest,
+            "context applies to scoped channels only",
+        )
+        .into());
+    }
+    let spec = ChannelSpec {
+        channel: &req.channel,
+        global,
+        token: req.options.token.as_deref(),
+        context_overrides: req.options.context_overrides.as_deref(),
+        context: req.context.clone().unwrap_or_default(),
+    };
+    let key = realtime::resolve(state, &app, &spec, Operation::Publish)?;
+    let accepted = realtime::publish(
+        state,
+        &app,
+        &Identity::System,
+        &key,
+        req.event,
+        Arc::from(req.payload),
+        "http",
+    )
+    .await?;
+    Ok(PublishResult {
+        event_id: accepted.event_id,
+        event_timestamp: accepted.event_timestamp,
+        errors: Vec::new(),
+    })
+}
+
+async fn token(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    match try_token(&state, &headers, body) {
+        Ok(result) => Json(result).into_response(),
+        Err(e) => e.into_response(&state, token_failure),
+    }
+}
+
+fn try_token(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<TokenResult, ApiError> {
+    let app = authenticate(state, headers)?;
+    let req: TokenRequest = parse_body(state, body).map_err(|e| match e.code {
+        ErrorCode::PayloadTooLarge => e,
+        _ => error(ErrorCode::TokenSigningFailed, ""),
+    })?;
+    charge(state, &app)?;
+    let ttl = req
+        .ttl_seconds
+        .unwrap_or(state.config.token_default_ttl_seconds);
+    if ttl == 0 || ttl > state.config.token_max_ttl_seconds {
+        return Err(error(ErrorCode::TokenSigningFailed, "").into());
+    }
+    let (token, expires_at) = sign_channel_token(
+        &app,
+        &req.channel,
+        req.claims,
+        req.permissions,
+        ttl,
+        now_ms() / 1000,
+    )?;
+    Ok(TokenResult {
+        token: Some(token),
+        expires_at: Some(expires_at),
+        errors: Vec::new(),
+    })
+}

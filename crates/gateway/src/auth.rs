@@ -1,0 +1,426 @@
+//! Who is calling: user JWTs, API keys, anonymous connections, and the
+//! channel tokens the server API signs.
+
+use crate::config::AppConfig;
+use herald_history::Retention;
+use herald_protocol::api::Permission;
+use herald_protocol::server::SenderType;
+use herald_protocol::{ErrorBody, ErrorCode};
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Largest `claims` object a channel token may carry, in bytes of JSON.
+pub const MAX_TOKEN_CLAIMS_BYTES: usize = 4096;
+
+/// An app installation with its keys ready for use.
+pub struct App {
+    pub config: AppConfig,
+    secret: Option<(EncodingKey, DecodingKey)>,
+    public: Option<(DecodingKey, Vec<Algorithm>)>,
+    pub retention: Retention,
+}
+
+impl App {
+    fn new(config: AppConfig) -> Result<App, String> {
+        let secret = config.jwt_secret.as_ref().map(|s| {
+            (
+                EncodingKey::from_secret(s.as_bytes()),
+                DecodingKey::from_secret(s.as_bytes()),
+            )
+        });
+        let public = match &config.jwt_public_key {
+            None => None,
+            Some(pem) => Some(public_key(pem).map_err(|e| format!("app `{}`: {e}", config.id))?),
+        };
+        let retention = Retention {
+            size: config.history_size,
+            ttl: Duration::from_secs(config.history_ttl_seconds),
+        };
+        Ok(App {
+            config,
+            secret,
+            public,
+            retention,
+        })
+    }
+
+    pub fn id(&self) -> &str {
+        &self.config.id
+    }
+}
+
+fn public_key(pem: &str) -> Result<(DecodingKey, Vec<Algorithm>), String> {
+    if let Ok(k) = DecodingKey::from_rsa_pem(pem.as_bytes()) {
+        return Ok((
+            k,
+            vec![Algorithm::RS256, Algorithm::RS384, Algorithm::RS512],
+        ));
+    }
+    if let Ok(k) = DecodingKey::from_ec_pem(pem.as_bytes()) {
+        return Ok((k, vec![Algorithm::ES256, Algorithm::ES384]));
+    }
+    Err("jwt_public_key is neither an RSA nor an EC public key in PEM".into())
+}
+
+/// Every configured app, by id and by API key.
+pub struct Apps {
+    by_id: HashMap<String, Arc<App>>,
+    by_key: HashMap<String, Arc<App>>,
+}
+
+impl Apps {
+    pub fn new(configs: &[AppConfig]) -> Result<Apps, String> {
+        let mut by_id = HashMap::new();
+        let mut by_key = HashMap::new();
+        for config in configs {
+            let app = Arc::new(App::new(config.clone())?);
+            for key in &config.api_keys {
+                by_key.insert(key.clone(), Arc::clone(&app));
+            }
+            by_id.insert(config.id.clone(), app);
+        }
+        Ok(Apps { by_id, by_key })
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Arc<App>> {
+        self.by_id.get(id)
+    }
+
+    pub fn by_api_key(&self, key: &str) -> Option<&Arc<App>> {
+        self.by_key.get(key)
+    }
+
+    pub fn only(&self) -> Option<&Arc<App>> {
+        if self.by_id.len() == 1 {
+            self.by_id.values().next()
+        } else {
+            None
+        }
+    }
+}
+
+/// Who a connection or request speaks for.
+#[derive(Debug, Clone)]
+pub enum Identity {
+    User {
+        sub: String,
+        ctx: Map<String, Value>,
+        /// Epoch seconds.
+        exp: u64,
+    },
+    /// An app backend (API key).
+    System,
+    Anonymous,
+}
+
+impl Identity {
+    pub fn sender_type(&self) -> SenderType {
+        match self {
+            Identity::User { .. } => SenderType::User,
+            Identity::System => SenderType::System,
+            Identity::Anonymous => SenderType::Anonymous,
+        }
+    }
+
+    pub fn sub(&self) -> Option<&str> {
+        match self {
+            Identity::User { sub, .. } => Some(sub),
+            _ => None,
+        }
+    }
+
+    pub fn context(&self) -> Map<String, Value> {
+        match self {
+            Identity::User { ctx, .. } => ctx.clone(),
+            _ => Map::new(),
+        }
+    }
+
+    pub fn expires_at(&self) -> Option<u64> {
+        match self {
+            Identity::User { exp, .. } => Some(*exp),
+            _ => None,
+        }
+    }
+}
+
+/// The claims of a user JWT.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct UserClaims {
+    pub sub: String,
+    pub app: String,
+    pub exp: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ctx: Option<Map<String, Value>>,
+}
+
+fn token_error(code: ErrorCode) -> ErrorBody {
+    ErrorBody::new(code, "")
+}
+
+fn strict(algorithms: Vec<Algorithm>) -> Validation {
+    let mut v = Validation::new(algorithms[0]);
+    v.algorithms = algorithms;
+    v.leeway = 0;
+    v.validate_exp = true;
+    v.set_required_spec_claims(&["exp"]);
+    v
+}
+
+fn decode_error(e: jsonwebtoken::errors::Error) -> ErrorBody {
+    match e.kind() {
+        ErrorKind::ExpiredSignature => token_error(ErrorCode::TokenExpired),
+        _ => token_error(ErrorCode::InvalidToken),
+    }
+}
+
+/// Verifies a user JWT: signed with its app's key, not expired.
+pub fn verify_user_token(apps: &Apps, token: &str) -> Result<(Arc<App>, Identity), ErrorBody> {
+    #[derive(Deserialize)]
+    struct Peek {
+        app: String,
+    }
+    let invalid = || token_error(ErrorCode::InvalidToken);
+    // The app names the key to verify with; nothing read here is trusted
+    // until that verification passes.
+    let peek = jsonwebtoken::dangerous::insecure_decode::<Peek>(token).map_err(|_| invalid())?;
+    let app = apps.get(&peek.claims.app).ok_or_else(invalid)?;
+    let header = jsonwebtoken::decode_header(token).map_err(|_| invalid())?;
+    let (key, algorithms) = match header.alg {
+        Algorithm::HS256 => {
+            let (_, key) = app.secret.as_ref().ok_or_else(invalid)?;
+            (key, vec![Algorithm::HS256])
+        }
+        _ => {
+            let (key, algs) = app.public.as_ref().ok_or_else(invalid)?;
+            (key, algs.clone())
+        }
+    };
+    let data = jsonwebtoken::decode::<UserClaims>(token, key, &strict(algorithms))
+        .map_err(decode_error)?;
+    let claims = data.claims;
+    if claims.app != app.config.id || claims.sub.is_empty() {
+        return Err(invalid());
+    }
+    Ok((
+        Arc::clone(app),
+        Identity::User {
+            sub: claims.sub,
+            ctx: claims.ctx.unwrap_or_default(),
+            exp: claims.exp,
+        },
+    ))
+}
+
+/// Mints a user JWT with the app's HS256 secret (for `herald token` and
+/// tests; production apps mint their own with any JWT library).
+pub fn mint_user_token(secret: &str, claims: &UserClaims) -> Result<String, String> {
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// The claims of a channel token.
+#[derive(Debug, Serialize, Deserialize)]
+struct ChannelClaims {
+    typ: String,
+    app: String,
+    ch: String,
+    claims: Value,
+    perms: Vec<Permission>,
+    iat: u64,
+    exp: u64,
+}
+
+const CHANNEL_TOKEN_TYPE: &str = "herald.channel";
+
+/// What a valid channel token grants.
+#[derive(Debug, Clone)]
+pub struct ChannelGrant {
+    pub claims: Value,
+    pub permissions: Vec<Permission>,
+}
+
+impl ChannelGrant {
+    pub fn allows(&self, p: Permission) -> bool {
+        self.permissions.contains(&p)
+    }
+}
+
+/// Signs a channel token; returns it with its `exp` (epoch seconds).
+pub fn sign_channel_token(
+    app: &App,
+    channel: &str,
+    claims: Value,
+    permissions: Option<Vec<Permission>>,
+    ttl_seconds: u64,
+    now_seconds: u64,
+) -> Result<(String, u64), ErrorBody> {
+    let failed = || token_error(ErrorCode::TokenSigningFailed);
+    if !claims.is_object() || claims.to_string().len() > MAX_TOKEN_CLAIMS_BYTES {
+        return Err(failed());
+    }
+    herald_broker_node::key::validate_channel_name(channel).map_err(|_| failed())?;
+    let (key, _) = app.secret.as_ref().ok_or_else(failed)?;
+    let exp = now_seconds + ttl_seconds;
+    let mut perms = permissions.unwrap_or_else(|| vec![Permission::Subscribe, Permission::Publish]);
+    perms.sort_by_key(|p| *p as u8);
+    perms.dedup();
+    let body = ChannelClaims {
+        typ: CHANNEL_TOKEN_TYPE.into(),
+        app: app.config.id.clone(),
+        ch: channel.to_owned(),
+        claims,
+        perms,
+        iat: now_seconds,
+        exp,
+    };
+    let token =
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &body, key).map_err(|_| failed())?;
+    Ok((token, exp))
+}
+
+/// Checks a channel token presented for `channel` (the prevalidation that
+/// does not count toward rate limits).
+pub fn verify_channel_token(
+    app: &App,
+    token: &str,
+    channel: &str,
+) -> Result<ChannelGrant, ErrorBody> {
+    let invalid = || token_error(ErrorCode::InvalidToken);
+    let (_, key) = app.secret.as_ref().ok_or_else(invalid)?;
+    let data = jsonwebtoken::decode::<ChannelClaims>(token, key, &strict(vec![Algorithm::HS256]))
+        .map_err(decode_error)?;
+    let c = data.claims;
+    if c.typ != CHANNEL_TOKEN_TYPE || c.app != app.config.id {
+        return Err(invalid());
+    }
+    if c.ch != channel {
+        return Err(token_error(ErrorCode::ChannelNameMismatch));
+    }
+    Ok(ChannelGrant {
+        claims: c.claims,
+        permissions: c.perms,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::dev_app;
+    use serde_json::json;
+
+    fn now() -> u64 {
+        jsonwebtoken::get_current_timestamp()
+    }
+
+    fn apps() -> Apps {
+        let other = AppConfig {
+            id: "other".into(),
+            api_keys: vec!["other-key".into()],
+            jwt_secret: Some("other-secret".into()),
+            ..AppConfig::default()
+        };
+        Apps::new(&[dev_app(), other]).unwrap()
+    }
+
+    fn user_token(secret: &str, app: &str, exp: u64) -> String {
+        mint_user_token(
+            secret,
+            &UserClaims {
+                sub: "u-1".into(),
+                app: app.into(),
+                exp,
+                role: None,
+                ctx: Some(json!({"issue":"1"}).as_object().unwrap().clone()),
+            },
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn user_token_round_trip() {
+        let apps = apps();
+        let (app, id) =
+            verify_user_token(&apps, &user_token("dev-secret", "dev", now() + 60)).unwrap();
+        assert_eq!(app.id(), "dev");
+        assert_eq!(id.sub(), Some("u-1"));
+        assert_eq!(id.context()["issue"], "1");
+    }
+
+    #[test]
+    fn user_token_failures() {
+        let apps = apps();
+        let code = |t: &str| verify_user_token(&apps, t).unwrap_err().code;
+        assert_eq!(
+            code(&user_token("dev-secret", "dev", now() - 5)),
+            ErrorCode::TokenExpired
+        );
+        assert_eq!(
+            code(&user_token("wrong", "dev", now() + 60)),
+            ErrorCode::InvalidToken
+        );
+        // Signed by one app's key, claiming another app.
+        assert_eq!(
+            code(&user_token("dev-secret", "other", now() + 60)),
+            ErrorCode::InvalidToken
+        );
+        assert_eq!(code("garbage"), ErrorCode::InvalidToken);
+    }
+
+    #[test]
+    fn channel_token_checks() {
+        let apps = apps();
+        let dev = apps.get("dev").unwrap();
+        let other = apps.get("other").unwrap();
+        let (t, exp) = sign_channel_token(dev, "ch", json!({"room":"a"}), None, 60, now()).unwrap();
+        assert!(exp >= now() + 59);
+        let grant = verify_channel_token(dev, &t, "ch").unwrap();
+        assert!(grant.allows(Permission::Publish) && grant.allows(Permission::Subscribe));
+        assert_eq!(
+            verify_channel_token(dev, &t, "ch2").unwrap_err().code,
+            ErrorCode::ChannelNameMismatch
+        );
+        assert_eq!(
+            verify_channel_token(other, &t, "ch").unwrap_err().code,
+            ErrorCode::InvalidToken
+        );
+        let (old, _) = sign_channel_token(dev, "ch", json!({}), None, 1, now() - 10).unwrap();
+        assert_eq!(
+            verify_channel_token(dev, &old, "ch").unwrap_err().code,
+            ErrorCode::TokenExpired
+        );
+        let user = user_token("dev-secret", "dev", now() + 60);
+        assert_eq!(
+            verify_channel_token(dev, &user, "ch").unwrap_err().code,
+            ErrorCode::InvalidToken
+        );
+    }
+
+    #[test]
+    fn signing_refuses_bad_input() {
+        let apps = apps();
+        let dev = apps.get("dev").unwrap();
+        let code = |ch: &str, claims: Value| {
+            sign_channel_token(dev, ch, claims, None, 60, now())
+                .unwrap_err()
+                .code
+        };
+        assert_eq!(code("bad name", json!({})), ErrorCode::TokenSigningFailed);
+        assert_eq!(code("ch", json!([1])), ErrorCode::TokenSigningFailed);
+        assert_eq!(
+            code("ch", json!({"x": "y".repeat(5000)})),
+            ErrorCode::TokenSigningFailed
+        );
+    }
+}

@@ -1,0 +1,349 @@
+//! Herald's configuration: one typed struct, loaded from a TOML file, then
+//! `HERALD_*` environment variables, then command-line flags (flags win).
+//! Every field is documented and defaulted here; `docs/configuration.md`
+//! is the user's copy of this page.
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::Path;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTP and WebSocket server listens on. Port 0 picks a free
+    /// port; the chosen address is printed at start-up.
+    pub listen: SocketAddr,
+    /// `redis://...` or `redis-cluster://...` to join a cluster; unset runs
+    /// embedded (one node, everything in memory).
+    pub redis_url: Option<String>,
+    /// This gateway's name in `connected` frames, logs and metrics.
+    /// Default: `gw-` and a random suffix.
+    pub node_id: Option<String>,
+    /// Largest WebSocket text frame accepted, in bytes. A larger frame is
+    /// answered with `PAYLOAD_TOO_LARGE` and the connection stays open, up to
+    /// four times this size; beyond that the connection is closed (4009).
+    pub max_frame_bytes: usize,
+    /// Largest `payload` of a publish (WebSocket or server API), in bytes.
+    pub max_payload_bytes: usize,
+    /// Channels one connection may be subscribed to at once.
+    pub max_subscriptions_per_connection: usize,
+    /// Frames queued for one connection before it counts as a slow consumer
+    /// and is disconnected (4006, reconnect).
+    pub outbound_queue_frames: usize,
+    /// Milliseconds between the server's WebSocket pings. A connection that
+    /// sends nothing (not even a pong) for twice this long is closed (4008).
+    pub ping_interval_ms: u64,
+    /// On SIGTERM/SIGINT, how long connections get to drain before exit.
+    pub shutdown_grace_ms: u64,
+    /// Lifetime of a channel token when `ttlSeconds` is not given.
+    pub token_default_ttl_seconds: u64,
+    /// Longest lifetime a channel token may be signed for.
+    pub token_max_ttl_seconds: u64,
+    /// Most publications a `history` request returns.
+    pub history_max_limit: usize,
+    /// Log filter (`tracing` syntax, e.g. `info,herald_gateway=debug`);
+    /// `RUST_LOG` wins when set.
+    pub log_level: String,
+    /// `text` or `json`.
+    pub log_format: LogFormat,
+    /// The app installations this gateway serves.
+    pub apps: Vec<AppConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            redis_url: None,
+            node_id: None,
+            max_frame_bytes: 64 * 1024,
+            max_payload_bytes: 64 * 1024,
+            max_subscriptions_per_connection: 128,
+            outbound_queue_frames: 1024,
+            ping_interval_ms: 25_000,
+            shutdown_grace_ms: 10_000,
+            token_default_ttl_seconds: 3600,
+            token_max_ttl_seconds: 86_400,
+            history_max_limit: 1000,
+            log_level: "info".into(),
+            log_format: LogFormat::Text,
+            apps: Vec::new(),
+        }
+    }
+}
+
+/// One app installation (tenant). Nothing crosses apps.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AppConfig {
+    pub id: String,
+    /// Keys app backends authenticate with (server API, `?apiKey=`).
+    pub api_keys: Vec<String>,
+    /// HS256 key for user JWTs and for signing channel tokens.
+    pub jwt_secret: Option<String>,
+    /// PEM public key (RSA or EC) for RS256/ES256 user JWTs, in addition to
+    /// `jwt_secret`.
+    pub jwt_public_key: Option<String>,
+    /// Whether connections without credentials are accepted.
+    pub allow_anonymous: bool,
+    /// Realtime operations (subscribe, publish, publishGlobal, token
+    /// signing) per second for the whole app; 0 means unlimited.
+    pub ops_per_second: u32,
+    /// How many operations may come at once above the rate.
+    pub ops_burst: u32,
+    /// Publications kept per channel for `history`; 0 keeps none.
+    pub history_size: usize,
+    /// How long publications are kept, and how long an idle channel's
+    /// offsets survive.
+    pub history_ttl_seconds: u64,
+    /// Refuse a WebSocket publish on a channel the connection has not
+    /// subscribed (`REALTIME_NOT_SUBSCRIBED`).
+    pub publish_requires_subscription: bool,
+    /// Only channels matching an enabled entry of `channels` may be used
+    /// (`REALTIME_CHANNEL_NOT_FOUND` otherwise).
+    pub require_channel_definitions: bool,
+    pub channels: Vec<ChannelDefinition>,
+}
+
+impl Default for AppConfig {
+    fn default() -> Self {
+        AppConfig {
+            id: String::new(),
+            api_keys: Vec::new(),
+            jwt_secret: None,
+            jwt_public_key: None,
+            allow_anonymous: false,
+            ops_per_second: 50,
+            ops_burst: 50,
+            history_size: 0,
+            history_ttl_seconds: 300,
+            publish_requires_subscription: false,
+            require_channel_definitions: false,
+            channels: Vec::new(),
+        }
+    }
+}
+
+/// A channel an app declares. `name` is exact, or a prefix when it ends
+/// in `*`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelDefinition {
+    pub name: String,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl ChannelDefinition {
+    pub fn matches(&self, channel: &str) -> bool {
+        match self.name.strip_suffix('*') {
+            Some(prefix) => channel.starts_with(prefix),
+            None => self.name == channel,
+        }
+    }
+}
+
+/// Values given on the command line; `None` leaves the lower layers be.
+#[derive(Debug, Default, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_url: Option<String>,
+}
+
+/// The development app `herald serve` starts with when nothing configures
+/// any app. Its credentials are public: never use it beyond a laptop.
+pub const DEV_APP: &str = "dev";
+pub const DEV_API_KEY: &str = "dev-key";
+pub const DEV_JWT_SECRET: &str = "dev-secret";
+
+pub fn dev_app() -> AppConfig {
+    AppConfig {
+        id: DEV_APP.into(),
+        api_keys: vec![DEV_API_KEY.into()],
+        jwt_secret: Some(DEV_JWT_SECRET.into()),
+        allow_anonymous: true,
+        history_size: 100,
+        ..AppConfig::default()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("config file {0} does not exist")]
+    Missing(String),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// Loads the configuration: `file` (or `HERALD_CONFIG`), then `HERALD_*`
+/// variables, then `overrides`. Returns it with whether the development app
+/// was added because no app was configured.
+pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<(Config, bool), ConfigError> {
+    let mut figment = Figment::from(Serialized::defaults(Config::default()));
+    if let Some(path) = file {
+        if !path.exists() {
+            return Err(ConfigError::Missing(path.display().to_string()));
+        }
+        figment = figment.merge(Toml::file(path));
+    }
+    figment = figment
+        .merge(Env::prefixed("HERALD_").ignore(&["config"]))
+        .merge(Serialized::defaults(overrides));
+    let mut config: Config = figment.extract().map_err(Box::new)?;
+    let dev = config.apps.is_empty();
+    if dev {
+        config.apps.push(dev_app());
+    }
+    config.validate()?;
+    Ok((config, dev))
+}
+
+impl Config {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if self.max_frame_bytes < 1024 {
+            return invalid("max_frame_bytes must be at least 1024".into());
+        }
+        if self.max_payload_bytes == 0 || self.outbound_queue_frames == 0 {
+            return invalid("max_payload_bytes and outbound_queue_frames must be positive".into());
+        }
+        if self.ping_interval_ms < 100 {
+            return invalid("ping_interval_ms must be at least 100".into());
+        }
+        if self.token_default_ttl_seconds == 0
+            || self.token_default_ttl_seconds > self.token_max_ttl_seconds
+        {
+            return invalid(
+                "token_default_ttl_seconds must be positive and at most token_max_ttl_seconds"
+                    .into(),
+            );
+        }
+        let mut ids = HashSet::new();
+        let mut keys = HashSet::new();
+        for app in &self.apps {
+            if app.id.is_empty() {
+                return invalid("every app needs an `id`".into());
+            }
+            if !ids.insert(app.id.as_str()) {
+                return invalid(format!("app id `{}` appears twice", app.id));
+            }
+            for key in &app.api_keys {
+                if key.is_empty() || !keys.insert(key.as_str()) {
+                    return invalid(format!(
+                        "app `{}`: API keys must be non-empty and unique",
+                        app.id
+                    ));
+                }
+            }
+            if app.jwt_secret.as_deref().is_some_and(str::is_empty) {
+                return invalid(format!("app `{}`: jwt_secret is empty", app.id));
+            }
+            if app.jwt_secret.is_none()
+                && app.jwt_public_key.is_none()
+                && !app.allow_anonymous
+                && app.api_keys.is_empty()
+            {
+                return invalid(format!(
+                    "app `{}` accepts no one: give it jwt_secret, jwt_public_key, api_keys or allow_anonymous",
+                    app.id
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn file_then_flags() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(
+            f,
+            r#"listen = "127.0.0.1:9000"
+max_frame_bytes = 2048
+[[apps]]
+id = "app1"
+api_keys = ["key-app1"]
+jwt_secret = "secret-app1"
+allow_anonymous = false
+"#
+        )
+        .unwrap();
+        let (c, dev) = load(Some(f.path()), &Overrides::default()).unwrap();
+        assert!(!dev);
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.max_frame_bytes, 2048);
+        assert_eq!(c.apps[0].ops_per_second, 50);
+        let flags = Overrides {
+            listen: Some("127.0.0.1:9100".parse().unwrap()),
+            redis_url: None,
+        };
+        let (c, _) = load(Some(f.path()), &flags).unwrap();
+        assert_eq!(c.listen.port(), 9100);
+    }
+
+    #[test]
+    fn no_apps_means_the_dev_app() {
+        let (c, dev) = load(None, &Overrides::default()).unwrap();
+        assert!(dev);
+        assert_eq!(c.apps[0].id, DEV_APP);
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(f, "lisen = \"127.0.0.1:1\"").unwrap();
+        assert!(load(Some(f.path()), &Overrides::default()).is_err());
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused() {
+        let mut c = Config::default();
+        c.apps = vec![
+            dev_app(),
+            AppConfig {
+                id: "b".into(),
+                ..dev_app()
+            },
+        ];
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn channel_definitions_match_exactly_or_by_prefix() {
+        let d = ChannelDefinition {
+            name: "orders-*".into(),
+            enabled: true,
+        };
+        assert!(d.matches("orders-1"));
+        assert!(!d.matches("order"));
+        let d = ChannelDefinition {
+            name: "news".into(),
+            enabled: true,
+        };
+        assert!(d.matches("news"));
+        assert!(!d.matches("news-1"));
+    }
+}

@@ -1,0 +1,171 @@
+//! Prometheus metrics at `/metrics`.
+//!
+//! Counters the gateway moves itself are ordinary `prometheus` metrics.
+//! What the node counts (deliveries, slow consumers, channels) is read from
+//! the node at scrape time by [`NodeCollector`], so the fan-out path only
+//! bumps an atomic.
+
+use herald_broker_node::Node;
+use herald_protocol::ErrorCode;
+use prometheus::core::{Collector, Desc, Describer};
+use prometheus::proto::MetricFamily;
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+use std::sync::Arc;
+
+pub struct Metrics {
+    registry: Registry,
+    pub connections: IntGauge,
+    pub connections_total: IntCounter,
+    pub connections_refused: IntCounterVec,
+    pub disconnects: IntCounterVec,
+    pub published: IntCounterVec,
+    pub errors: IntCounterVec,
+    pub publish_seconds: Histogram,
+}
+
+fn register<C: Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
+    // Names are fixed and unique, so registration cannot collide.
+    let _ = registry.register(Box::new(c.clone()));
+    c
+}
+
+impl Metrics {
+    pub fn new(node: Arc<Node>) -> Metrics {
+        let registry = Registry::new();
+        let m = Metrics {
+            connections: register(
+                &registry,
+                IntGauge::new("herald_connections", "Open WebSocket connections").expect("static metric definition"),
+            ),
+            connections_total: register(
+                &registry,
+                IntCounter::new("herald_connections_total", "WebSocket connections accepted")
+                    .expect("static metric definition"),
+            ),
+            connections_refused: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new("herald_connections_refused_total", "WebSocket upgrades refused, by error code"),
+                    &["code"],
+                )
+                .expect("static metric definition"),
+            ),
+            disconnects: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new("herald_disconnects_total", "Connections the server closed, by reason"),
+                    &["reason"],
+                )
+                .expect("static metric definition"),
+            ),
+            published: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new("herald_messages_published_total", "Publications accepted, by surface"),
+                    &["surface"],
+                )
+                .expect("static metric definition"),
+            ),
+            errors: register(
+                &registry,
+                IntCounterVec::new(Opts::new("herald_errors_total", "Errors answered, by code"), &["code"])
+                    .expect("static metric definition"),
+            ),
+            publish_seconds: register(
+                &registry,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "herald_publish_duration_seconds",
+                        "Time from a publish request to its publication being queued to local subscribers",
+                    )
+                    .buckets(vec![
+                        0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                    ]),
+                )
+                .expect("static metric definition"),
+            ),
+            registry,
+        };
+        for code in ErrorCode::ALL {
+            m.errors.with_label_values(&[code.as_str()]);
+        }
+        let _ = m.registry.register(Box::new(NodeCollector::new(node)));
+        m
+    }
+
+    pub fn error(&self, code: ErrorCode) {
+        self.errors.with_label_values(&[code.as_str()]).inc();
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// Reads the node's own counters at scrape time.
+struct NodeCollector {
+    node: Arc<Node>,
+    descs: Vec<Desc>,
+}
+
+const NODE_METRICS: [(&str, &str); 4] = [
+    (
+        "herald_channels",
+        "Channels with at least one subscriber on this node",
+    ),
+    (
+        "herald_subscriptions",
+        "Subscriptions (channel, connection) on this node",
+    ),
+    (
+        "herald_messages_delivered_total",
+        "Frames queued to subscribers by fan-out",
+    ),
+    (
+        "herald_slow_consumer_disconnects_total",
+        "Connections kicked because their queue was full",
+    ),
+];
+
+impl NodeCollector {
+    fn new(node: Arc<Node>) -> Self {
+        let descs = NODE_METRICS
+            .iter()
+            .filter_map(|(name, help)| Opts::new(*name, *help).describe().ok())
+            .collect();
+        NodeCollector { node, descs }
+    }
+}
+
+impl Collector for NodeCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let stats = self.node.stats();
+        let mut families = Vec::new();
+        let gauges = [(0, stats.channels as i64), (1, stats.subscriptions as i64)];
+        for (i, value) in gauges {
+            let (name, help) = NODE_METRICS[i];
+            if let Ok(g) = IntGauge::new(name, help) {
+                g.set(value);
+                families.extend(g.collect());
+            }
+        }
+        let counters = [(2, stats.delivered), (3, stats.slow_consumers)];
+        for (i, value) in counters {
+            let (name, help) = NODE_METRICS[i];
+            if let Ok(c) = IntCounter::new(name, help) {
+                c.inc_by(value);
+                families.extend(c.collect());
+            }
+        }
+        families
+    }
+}

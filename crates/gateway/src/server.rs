@@ -1,0 +1,141 @@
+//! The HTTP server: routes, start-up and graceful shutdown.
+
+use crate::api;
+use crate::config::Config;
+use crate::state::{now_ms, AppState};
+use crate::ws;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use herald_broker_node::Node;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+pub fn router(state: Arc<AppState>) -> Router {
+    let body_limit = api::body_limit(&state);
+    Router::new()
+        .route("/v1/ws", get(ws::upgrade))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
+        .merge(api::routes())
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}
+
+async fn ready(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    if state.shutdown.is_cancelled() {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down")
+    } else {
+        (StatusCode::OK, "ready")
+    }
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+}
+
+/// A bound, not yet serving, server.
+pub struct Server {
+    state: Arc<AppState>,
+    listener: TcpListener,
+}
+
+impl Server {
+    pub async fn bind(config: Config) -> Result<Server, String> {
+        if let Some(url) = &config.redis_url {
+            return Err(format!(
+                "redis_url is set ({url}), but this build of Herald runs embedded only: \
+                 the Redis backplane is not available yet. Unset HERALD_REDIS_URL / --redis."
+            ));
+        }
+        let node_id = config
+            .node_id
+            .clone()
+            .unwrap_or_else(|| format!("gw-{:06x}", rand::random::<u32>() & 0xff_ffff));
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+        let state = AppState::new(config, Node::embedded(node_id))?;
+        Ok(Server { state, listener })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn state(&self) -> &Arc<AppState> {
+        &self.state
+    }
+
+    /// Serves until `shutdown` resolves, then sends every client
+    /// `disconnect` (reconnect: true) and waits for them to drain, at most
+    /// the configured grace.
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let state = self.state;
+        let upkeep = tokio::spawn(upkeep(Arc::clone(&state)));
+        let stop = state.shutdown.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            tracing::info!("shutting down: closing connections");
+            stop.cancel();
+        });
+        let graceful = state.shutdown.clone();
+        axum::serve(self.listener, router(Arc::clone(&state)))
+            .with_graceful_shutdown(async move { graceful.cancelled().await })
+            .await?;
+        state.connections.close();
+        let grace = Duration::from_millis(state.config.shutdown_grace_ms);
+        if tokio::time::timeout(grace, state.connections.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                left = state.connections.len(),
+                "shutdown grace elapsed with connections still open"
+            );
+        }
+        upkeep.abort();
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+async fn upkeep(state: Arc<AppState>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    loop {
+        tick.tick().await;
+        state.node.maintain(now_ms());
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

@@ -1,0 +1,63 @@
+//! What every handler shares.
+
+use crate::auth::Apps;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use herald_broker_node::Node;
+use herald_rate_limiter::{Limit, LocalLimiter};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub struct AppState {
+    pub config: Config,
+    pub node: Arc<Node>,
+    pub apps: Apps,
+    /// Realtime operations per app (subscribe, publish, token signing).
+    pub ops_limiter: LocalLimiter,
+    pub metrics: Metrics,
+    /// Cancelled when the server starts shutting down.
+    pub shutdown: CancellationToken,
+    /// Every connection task, so shutdown can wait for them to drain.
+    pub connections: TaskTracker,
+    next_conn: AtomicU64,
+}
+
+impl AppState {
+    pub fn new(config: Config, node: Arc<Node>) -> Result<Arc<AppState>, String> {
+        let apps = Apps::new(&config.apps)?;
+        let ops_limiter = LocalLimiter::new(config.apps.iter().map(|a| {
+            (
+                a.id.as_str(),
+                Limit {
+                    per_second: a.ops_per_second,
+                    burst: a.ops_burst.max(1),
+                },
+            )
+        }));
+        Ok(Arc::new(AppState {
+            metrics: Metrics::new(Arc::clone(&node)),
+            config,
+            node,
+            apps,
+            ops_limiter,
+            shutdown: CancellationToken::new(),
+            connections: TaskTracker::new(),
+            next_conn: AtomicU64::new(1),
+        }))
+    }
+
+    /// A node-local connection number.
+    pub fn next_conn(&self) -> u64 {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

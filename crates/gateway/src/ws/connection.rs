@@ -1,0 +1,188 @@
+//! One WebSocket connection: a reader (this task) that handles the client's
+//! requests in order, and a writer task that drains the connection's bounded
+//! queue to the socket in batches and sends pings.
+
+use super::session::Session;
+use crate::auth::{App, Identity};
+use crate::state::AppState;
+use bytes::Bytes;
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use herald_broker_node::outbound::Kick;
+use herald_broker_node::{EncodedFrame, Outbound};
+use herald_protocol::server::{Connected, DisconnectReason, ServerFrame};
+use herald_protocol::{ErrorBody, ErrorCode};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::{sleep_until, timeout, timeout_at, Instant};
+use tokio_tungstenite::tungstenite::error::CapacityError;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
+use tokio_tungstenite::WebSocketStream;
+use tracing::Instrument;
+
+type Socket = WebSocketStream<TokioIo<Upgraded>>;
+
+/// Frames the writer sends in one batch before it flushes.
+const WRITE_BATCH: usize = 64;
+/// How long a closing connection gets to flush its farewell.
+const FAREWELL_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub async fn run(state: Arc<AppState>, app: Arc<App>, identity: Identity, ws: Socket) {
+    let conn = state.next_conn();
+    let conn_id = format!("c-{:016x}", rand::random::<u64>());
+    let span = tracing::info_span!("connection", connection_id = %conn_id, app = app.id());
+    async move {
+        state.metrics.connections.inc();
+        state.metrics.connections_total.inc();
+        tracing::debug!(sender = ?identity.sender_type(), "connected");
+
+        let (outbound, rx, kick) = Outbound::new(state.config.outbound_queue_frames);
+        let hello = ServerFrame::Connected(Connected {
+            connection_id: conn_id.clone(),
+            node: state.node.id().to_owned(),
+            ping_interval: state.config.ping_interval_ms,
+        });
+        outbound.offer(EncodedFrame::encode(&hello));
+
+        let (sink, stream) = ws.split();
+        let ping_every = Duration::from_millis(state.config.ping_interval_ms);
+        let mut writer = tokio::spawn(write_loop(sink, rx, Arc::clone(&kick), ping_every));
+
+        let mut session = Session::new(Arc::clone(&state), app, identity, conn, conn_id, outbound);
+        read_loop(&state, &mut session, stream, &kick, &mut writer).await;
+        session.close().await;
+        drop(session);
+
+        let reason = kick.reason().map_or("client", |r| r.reason());
+        state.metrics.disconnects.with_label_values(&[reason]).inc();
+        if timeout(FAREWELL_TIMEOUT * 2, &mut writer).await.is_err() {
+            writer.abort();
+        }
+        state.metrics.connections.dec();
+        tracing::debug!(reason, "disconnected");
+    }
+    .instrument(span)
+    .await
+}
+
+async fn read_loop(
+    state: &AppState,
+    session: &mut Session,
+    mut stream: SplitStream<Socket>,
+    kick: &Kick,
+    writer: &mut tokio::task::JoinHandle<()>,
+) {
+    let liveness = Duration::from_millis(state.config.ping_interval_ms * 2 + 1000);
+    loop {
+        let expiry = session.expiry();
+        let frame = tokio::select! {
+            _ = kick.kicked() => return,
+            _ = state.shutdown.cancelled() => {
+                kick.kick(DisconnectReason::Shutdown);
+                return;
+            }
+            _ = sleep_until(expiry) => {
+                kick.kick(DisconnectReason::TokenExpired);
+                return;
+            }
+            _ = &mut *writer => return,
+            frame = timeout_at(Instant::now() + liveness, stream.next()) => frame,
+        };
+        match frame {
+            Err(_) => {
+                kick.kick(DisconnectReason::NoPong);
+                return;
+            }
+            Ok(None) => return,
+            Ok(Some(Ok(message))) => match message {
+                Message::Text(text) => session.handle_text(text.as_str()).await,
+                Message::Binary(_) => {
+                    let e = ErrorBody::new(
+                        ErrorCode::RealtimeInvalidChannelRequest,
+                        "binary frames are not supported; send JSON text frames",
+                    );
+                    session.answer_error(None, None, e).await;
+                }
+                Message::Close(_) => return,
+                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+            },
+            Ok(Some(Err(WsError::Capacity(CapacityError::MessageTooLong { .. })))) => {
+                kick.kick(DisconnectReason::MessageTooBig);
+                return;
+            }
+            Ok(Some(Err(e))) => {
+                tracing::debug!(error = %e, "read failed");
+                return;
+            }
+        }
+    }
+}
+
+/// Drains the outbound queue to the socket, batching frames between
+/// flushes, and pings on schedule. When the connection is kicked it sends
+/// `disconnect` and a close frame with the same code.
+async fn write_loop(
+    mut sink: SplitSink<Socket, Message>,
+    mut rx: mpsc::Receiver<EncodedFrame>,
+    kick: Arc<Kick>,
+    ping_every: Duration,
+) {
+    let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
+    loop {
+        let sent = tokio::select! {
+            biased;
+            _ = kick.kicked() => break,
+            frame = rx.recv() => match frame {
+                Some(frame) => {
+                    // Batch what is already queued into one flush; a kick
+                    // interrupts a flush the client is not reading.
+                    let batch = async {
+                        sink.feed(text(frame)).await?;
+                        for _ in 1..WRITE_BATCH {
+                            match rx.try_recv() {
+                                Ok(next) => sink.feed(text(next)).await?,
+                                Err(_) => break,
+                            }
+                        }
+                        sink.flush().await
+                    };
+                    tokio::select! {
+                        r = batch => r,
+                        _ = kick.kicked() => break,
+                    }
+                }
+                None => {
+                    let _ = timeout(FAREWELL_TIMEOUT, sink.close()).await;
+                    return;
+                }
+            },
+            _ = ping.tick() => sink.send(Message::Ping(Bytes::new())).await,
+        };
+        if sent.is_err() {
+            return;
+        }
+    }
+    if let Some(reason) = kick.reason() {
+        let farewell = async {
+            let frame = EncodedFrame::encode(&ServerFrame::Disconnect(reason.frame()));
+            sink.feed(text(frame)).await?;
+            sink.send(Message::Close(Some(CloseFrame {
+                code: CloseCode::from(reason.code()),
+                reason: Utf8Bytes::from_static(reason.reason()),
+            })))
+            .await
+        };
+        let _ = timeout(FAREWELL_TIMEOUT, farewell).await;
+    }
+}
+
+fn text(frame: EncodedFrame) -> Message {
+    // SAFETY: an `EncodedFrame` is only ever made from a `String`, so its
+    // bytes are valid UTF-8.
+    Message::Text(unsafe { Utf8Bytes::from_bytes_unchecked(frame.into_bytes()) })
+}
