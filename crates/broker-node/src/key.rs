@@ -84,7 +84,7 @@ impl ChannelKey {
                                 context.get(*n).cloned().unwrap_or(Value::Null),
                             );
                         }
-                        canon.push_str("o");
+                        canon.push('o');
                         canonical_json(
                             &Value::Array(
                                 names.iter().map(|n| Value::String((*n).clone())).collect(),

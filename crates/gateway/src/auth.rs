@@ -54,6 +54,15 @@ impl App {
     }
 }
 
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Keys stay out of logs.
+        f.debug_struct("App")
+            .field("id", &self.config.id)
+            .finish_non_exhaustive()
+    }
+}
+
 fn public_key(pem: &str) -> Result<(DecodingKey, Vec<Algorithm>), String> {
     if let Ok(k) = DecodingKey::from_rsa_pem(pem.as_bytes()) {
         return Ok((

@@ -320,14 +320,16 @@ allow_anonymous = false
 
     #[test]
     fn duplicate_keys_are_refused() {
-        let mut c = Config::default();
-        c.apps = vec![
-            dev_app(),
-            AppConfig {
-                id: "b".into(),
-                ..dev_app()
-            },
-        ];
+        let c = Config {
+            apps: vec![
+                dev_app(),
+                AppConfig {
+                    id: "b".into(),
+                    ..dev_app()
+                },
+            ],
+            ..Config::default()
+        };
         assert!(c.validate().is_err());
     }
 

@@ -1,0 +1,350 @@
+//! Test support: a real `herald` process on a free loopback port, and real
+//! WebSocket and HTTP clients talking to it.
+#![allow(dead_code)]
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use std::collections::VecDeque;
+use std::io::Write;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub const WAIT: Duration = Duration::from_secs(5);
+
+/// The apps most tests use. `app1` and `app2` are unlimited; `limited`,
+/// `strict` exist for the error-code tests.
+pub const APPS: &str = r#"
+[[apps]]
+id = "app1"
+api_keys = ["key-app1"]
+jwt_secret = "secret-app1"
+ops_per_second = 0
+
+[[apps]]
+id = "app2"
+api_keys = ["key-app2"]
+jwt_secret = "secret-app2"
+allow_anonymous = true
+ops_per_second = 0
+history_size = 50
+
+[[apps]]
+id = "limited"
+api_keys = ["key-limited"]
+jwt_secret = "secret-limited"
+ops_per_second = 1
+ops_burst = 3
+
+[[apps]]
+id = "strict"
+api_keys = ["key-strict"]
+jwt_secret = "secret-strict"
+ops_per_second = 0
+require_channel_definitions = true
+publish_requires_subscription = true
+channels = [{ name = "allowed-*" }, { name = "disabled", enabled = false }]
+"#;
+
+/// A running `herald serve`, killed when dropped (also when a test fails).
+pub struct Herald {
+    child: Child,
+    pub addr: String,
+    _config: tempfile::NamedTempFile,
+}
+
+impl Herald {
+    pub async fn start() -> Herald {
+        Self::start_with("").await
+    }
+
+    /// Starts Herald with `extra` top-level settings before the shared apps.
+    pub async fn start_with(extra: &str) -> Herald {
+        Self::start_config(&format!("{extra}\n{APPS}")).await
+    }
+
+    pub async fn start_config(config: &str) -> Herald {
+        let mut file = tempfile::NamedTempFile::new().expect("temp config");
+        file.write_all(config.as_bytes()).expect("write config");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(file.path())
+            .env_remove("HERALD_CONFIG")
+            .env_remove("HERALD_LISTEN")
+            .env_remove("HERALD_REDIS_URL")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn herald");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = tokio::time::timeout(Duration::from_secs(20), async {
+            while let Some(line) = lines.next_line().await.expect("read stdout") {
+                if let Some(rest) = line.strip_prefix("Herald listening on http://") {
+                    return rest.split_whitespace().next().expect("address").to_owned();
+                }
+            }
+            panic!("herald exited before listening");
+        })
+        .await
+        .expect("herald did not start in time");
+        // Keep draining stdout so the child never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Herald {
+            child,
+            addr,
+            _config: file,
+        }
+    }
+
+    pub fn http(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn ws_url(&self, query: &str) -> String {
+        format!("ws://{}/v1/ws?{query}", self.addr)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub async fn terminate(mut self) -> std::process::ExitStatus {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        tokio::time::timeout(Duration::from_secs(20), self.child.wait())
+            .await
+            .expect("herald did not exit after SIGTERM")
+            .expect("wait")
+    }
+
+    /// Connects a user of `app` (its secret is `secret-<app>`).
+    pub async fn user(&self, app: &str, sub: &str, ctx: Value) -> Client {
+        Client::connect(&self.ws_url(&format!("token={}", user_token(app, sub, ctx, 3600)))).await
+    }
+
+    pub async fn metrics(&self) -> String {
+        reqwest::get(self.http("/metrics"))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("body")
+    }
+
+    /// POSTs JSON to the server API with an API key; returns status and body.
+    pub async fn post(
+        &self,
+        path: &str,
+        api_key: &str,
+        body: Value,
+    ) -> (u16, Value, reqwest::header::HeaderMap) {
+        let response = reqwest::Client::new()
+            .post(self.http(path))
+            .header("Authorization", format!("Bearer {api_key}"))
+            .json(&body)
+            .send()
+            .await
+            .expect("post");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.json().await.expect("json body");
+        (status, body, headers)
+    }
+
+    pub async fn channel_token(
+        &self,
+        app: &str,
+        channel: &str,
+        claims: Value,
+        permissions: Option<Value>,
+    ) -> String {
+        let mut body = json!({"channel": channel, "claims": claims});
+        if let Some(p) = permissions {
+            body["permissions"] = p;
+        }
+        let (status, body, _) = self
+            .post("/api/v1/token", &format!("key-{app}"), body)
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body["token"].as_str().expect("token").to_owned()
+    }
+}
+
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+/// A user JWT for `app`, signed with `secret-<app>`, valid `ttl` seconds
+/// (negative: already expired).
+pub fn user_token(app: &str, sub: &str, ctx: Value, ttl: i64) -> String {
+    let exp = (now_secs() as i64 + ttl) as u64;
+    let mut claims = json!({"sub": sub, "app": app, "exp": exp});
+    if !ctx.is_null() {
+        claims["ctx"] = ctx;
+    }
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(format!("secret-{app}").as_bytes()),
+    )
+    .expect("sign")
+}
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A WebSocket client speaking Herald's protocol.
+pub struct Client {
+    ws: Ws,
+    next_id: u64,
+    /// Frames read while waiting for something else.
+    pending: VecDeque<Value>,
+    pub connection_id: String,
+    pub closed: Option<Option<CloseFrame>>,
+}
+
+impl Client {
+    pub async fn connect(url: &str) -> Client {
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("connect");
+        let mut client = Client {
+            ws,
+            next_id: 1,
+            pending: VecDeque::new(),
+            connection_id: String::new(),
+            closed: None,
+        };
+        let hello = client.next_frame().await.expect("connected frame");
+        assert_eq!(hello["type"], "connected", "{hello}");
+        client.connection_id = hello["connectionId"]
+            .as_str()
+            .expect("connectionId")
+            .to_owned();
+        client
+    }
+
+    pub async fn send_text(&mut self, text: String) {
+        self.ws
+            .send(Message::Text(text.into()))
+            .await
+            .expect("send");
+    }
+
+    pub async fn send_raw(&mut self, message: Message) {
+        self.ws.send(message).await.expect("send");
+    }
+
+    /// Sends a request with a fresh `id` and returns its reply; other frames
+    /// read meanwhile are kept for `next_frame`.
+    pub async fn request(&mut self, mut frame: Value) -> Value {
+        let id = self.next_id;
+        self.next_id += 1;
+        frame["id"] = json!(id);
+        self.send_text(frame.to_string()).await;
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let frame = tokio::time::timeout_at(deadline, self.read())
+                .await
+                .unwrap_or_else(|_| panic!("no reply to {frame}"))
+                .unwrap_or_else(|| panic!("closed before reply to {frame}"));
+            if frame["type"] == "reply" && frame["id"] == json!(id) {
+                return frame;
+            }
+            self.pending.push_back(frame);
+        }
+    }
+
+    /// A request that must succeed.
+    pub async fn ok(&mut self, frame: Value) -> Value {
+        let reply = self.request(frame.clone()).await;
+        assert_eq!(reply["ok"], true, "request {frame} failed: {reply}");
+        reply
+    }
+
+    /// A request that must fail with `code`.
+    pub async fn fails(&mut self, frame: Value, code: &str) -> Value {
+        let reply = self.request(frame.clone()).await;
+        assert_eq!(reply["ok"], false, "request {frame} succeeded: {reply}");
+        assert_eq!(reply["error"]["code"], code, "request {frame}: {reply}");
+        reply
+    }
+
+    async fn read(&mut self) -> Option<Value> {
+        loop {
+            match self.ws.next().await {
+                Some(Ok(Message::Text(t))) => {
+                    return Some(serde_json::from_str(t.as_str()).expect("json frame"))
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    self.closed = Some(frame);
+                    return None;
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => {
+                    if self.closed.is_none() {
+                        self.closed = Some(None);
+                    }
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// The next frame (kept ones first), or `None` when the connection
+    /// closed or nothing came within `WAIT`.
+    pub async fn next_frame(&mut self) -> Option<Value> {
+        if let Some(f) = self.pending.pop_front() {
+            return Some(f);
+        }
+        tokio::time::timeout(WAIT, self.read()).await.ok().flatten()
+    }
+
+    /// The next frame of `type`, skipping others.
+    pub async fn expect(&mut self, kind: &str) -> Value {
+        loop {
+            let frame = self
+                .next_frame()
+                .await
+                .unwrap_or_else(|| panic!("expected a `{kind}` frame, got none"));
+            if frame["type"] == kind {
+                return frame;
+            }
+        }
+    }
+
+    /// Asserts no `event` frame arrives within `wait`.
+    pub async fn expect_no_event(&mut self, wait: Duration) {
+        if let Some(f) = self.pending.iter().find(|f| f["type"] == "event") {
+            panic!("unexpected event {f}");
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        while let Ok(Some(frame)) = tokio::time::timeout_at(deadline, self.read()).await {
+            assert_ne!(frame["type"], "event", "unexpected event {frame}");
+            self.pending.push_back(frame);
+        }
+    }
+
+    pub async fn subscribe(&mut self, channel: &str) -> Value {
+        self.ok(json!({"type":"subscribe","channel":channel})).await
+    }
+
+    pub async fn publish(&mut self, channel: &str, payload: Value) -> Value {
+        self.ok(json!({"type":"publish","channel":channel,"payload":payload}))
+            .await
+    }
+}
