@@ -4,11 +4,20 @@
 //! subscribes and deliveries on different channels rarely contend. Fan-out
 //! never waits: it offers one shared encoded frame to each subscriber's
 //! bounded queue and kicks the ones that are full.
+//!
+//! A subscriber joins in two steps. [`Hub::add`] puts it in the index
+//! *joining*: frames for it are held back, with their offsets. Once its
+//! subscription is in place and its reply is ready (with any replayed
+//! history), [`Hub::go_live`] queues the reply and then the held frames
+//! newer than what the reply covered, under the channel's lock, so nothing
+//! published meanwhile is lost, duplicated or overtakes the reply.
 
 use crate::key::ChannelKey;
 use crate::outbound::{EncodedFrame, Offer, Subscriber};
 use herald_history::Publication;
-use herald_protocol::server::{Event, EventMeta, Member, PresenceChange, ServerFrame};
+use herald_protocol::server::{
+    DisconnectReason, Event, EventMeta, Member, PresenceChange, ServerFrame,
+};
 use herald_protocol::{timestamp_string, StreamPosition};
 use parking_lot::RwLock;
 use std::collections::HashMap;
@@ -17,9 +26,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 const SHARDS: usize = 64;
 
+/// Frames held back for one joining subscriber before it is kicked as too
+/// slow to join.
+pub const JOIN_BUFFER_LIMIT: usize = 4096;
+
 struct Channel {
     key: ChannelKey,
-    subscribers: HashMap<u64, Subscriber>,
+    subscribers: HashMap<u64, Entry>,
+}
+
+struct Entry {
+    subscriber: Subscriber,
+    /// `Some` while joining: frames held back, with their offsets
+    /// (`None` for frames that have none, such as presence changes).
+    held: Option<Vec<(Option<u64>, EncodedFrame)>>,
 }
 
 /// Counters of what fan-out did, read by the gateway's metrics.
@@ -61,7 +81,8 @@ impl Hub {
         &self.shards[(self.hasher.hash_one(id) as usize) % SHARDS]
     }
 
-    /// Adds a subscriber; true when it is the channel's first on this node.
+    /// Adds a subscriber, joining (see the module doc); true when it is the
+    /// channel's first on this node.
     pub fn add(&self, key: &ChannelKey, subscriber: Subscriber) -> bool {
         let mut shard = self.shard(key.id()).write();
         let channel = shard.entry(key.id().to_owned()).or_insert_with(|| Channel {
@@ -69,8 +90,46 @@ impl Hub {
             subscribers: HashMap::new(),
         });
         let first = channel.subscribers.is_empty();
-        channel.subscribers.insert(subscriber.conn, subscriber);
+        channel.subscribers.insert(
+            subscriber.conn,
+            Entry {
+                subscriber,
+                held: Some(Vec::new()),
+            },
+        );
         first
+    }
+
+    /// Ends a subscriber's join: queues `reply` (when there is one), then the
+    /// frames held back meanwhile whose offset is above `covered` (what the
+    /// reply already accounts for). False when the subscriber is gone.
+    pub fn go_live(
+        &self,
+        key: &ChannelKey,
+        conn: u64,
+        covered: u64,
+        reply: Option<EncodedFrame>,
+    ) -> bool {
+        let mut shard = self.shard(key.id()).write();
+        let Some(entry) = shard
+            .get_mut(key.id())
+            .and_then(|c| c.subscribers.get_mut(&conn))
+        else {
+            return false;
+        };
+        let held = entry.held.take().unwrap_or_default();
+        let outbound = &entry.subscriber.outbound;
+        if let Some(reply) = reply {
+            if outbound.offer(reply) == Offer::SlowConsumer {
+                self.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        for (offset, frame) in held {
+            if offset.is_none_or(|o| o > covered) && outbound.offer(frame) == Offer::SlowConsumer {
+                self.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        true
     }
 
     /// Removes a subscriber; true when it was the channel's last on this node.
@@ -97,7 +156,8 @@ impl Hub {
         self.shard(key.id())
             .read()
             .get(key.id())
-            .is_some_and(|c| c.subscribers.contains_key(&conn))
+            .and_then(|c| c.subscribers.get(&conn))
+            .is_some_and(|e| e.held.is_none())
     }
 
     /// Number of channels with at least one local subscriber.
@@ -126,7 +186,7 @@ impl Hub {
         publication: &Publication,
         position: &StreamPosition,
     ) -> usize {
-        self.fan_out(key_id, |key| {
+        self.fan_out(key_id, Some(position.offset), |key| {
             ServerFrame::Event(event_frame(
                 key,
                 publication,
@@ -139,7 +199,7 @@ impl Hub {
     /// Delivers a presence join or leave to the local subscribers of a
     /// channel.
     pub fn deliver_presence(&self, key_id: &str, kind: PresenceKind, member: &Member) -> usize {
-        self.fan_out(key_id, |key| {
+        self.fan_out(key_id, None, |key| {
             let change = PresenceChange {
                 channel: key.name().to_owned(),
                 global: key.global(),
@@ -152,27 +212,67 @@ impl Hub {
         })
     }
 
-    fn fan_out(&self, key_id: &str, frame: impl FnOnce(&ChannelKey) -> ServerFrame) -> usize {
-        let shard = self.shard(key_id).read();
+    fn fan_out(
+        &self,
+        key_id: &str,
+        offset: Option<u64>,
+        frame: impl FnOnce(&ChannelKey) -> ServerFrame,
+    ) -> usize {
+        let shard = self.shard(key_id).upgradable_read();
         let Some(channel) = shard.get(key_id) else {
             return 0;
         };
         // Encode once; every subscriber gets the same bytes.
         let encoded = EncodedFrame::encode(&frame(&channel.key));
-        let mut queued = 0;
-        for subscriber in channel.subscribers.values() {
-            match subscriber.outbound.offer(encoded.clone()) {
-                Offer::Queued => queued += 1,
-                Offer::SlowConsumer => {
-                    self.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
+        if channel.subscribers.values().any(|e| e.held.is_some()) {
+            // Someone is joining: take the write lock to hold its copy back.
+            let mut shard = parking_lot::RwLockUpgradableReadGuard::upgrade(shard);
+            let Some(channel) = shard.get_mut(key_id) else {
+                return 0;
+            };
+            let mut queued = 0;
+            for entry in channel.subscribers.values_mut() {
+                match &mut entry.held {
+                    Some(held) if held.len() < JOIN_BUFFER_LIMIT => {
+                        held.push((offset, encoded.clone()))
+                    }
+                    Some(_) => {
+                        if entry
+                            .subscriber
+                            .outbound
+                            .kick()
+                            .kick(DisconnectReason::SlowConsumer)
+                        {
+                            self.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    None => queued += self.offer(&entry.subscriber, &encoded),
                 }
-                Offer::Closed => {}
             }
+            self.stats
+                .delivered
+                .fetch_add(queued as u64, Ordering::Relaxed);
+            return queued;
+        }
+        let mut queued = 0;
+        for entry in channel.subscribers.values() {
+            queued += self.offer(&entry.subscriber, &encoded);
         }
         self.stats
             .delivered
             .fetch_add(queued as u64, Ordering::Relaxed);
         queued
+    }
+
+    fn offer(&self, subscriber: &Subscriber, frame: &EncodedFrame) -> usize {
+        match subscriber.outbound.offer(frame.clone()) {
+            Offer::Queued => 1,
+            Offer::SlowConsumer => {
+                self.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
+                0
+            }
+            Offer::Closed => 0,
+        }
     }
 }
 
@@ -191,5 +291,77 @@ pub fn event_frame(key: &ChannelKey, p: &Publication, epoch: String, offset: u64
             epoch,
             offset,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::Scope;
+    use crate::outbound::Outbound;
+    use herald_protocol::server::SenderType;
+    use serde_json::value::RawValue;
+    use std::sync::Arc;
+
+    fn publication() -> Publication {
+        Publication {
+            message_id: "m".into(),
+            event: "e".into(),
+            payload: Arc::from(RawValue::from_string("1".into()).unwrap()),
+            sender_type: SenderType::System,
+            sender_id: None,
+            timestamp_ms: 0,
+        }
+    }
+
+    fn offset_of(frame: &EncodedFrame) -> Option<u64> {
+        let v: serde_json::Value = serde_json::from_str(frame.as_str()).unwrap();
+        v["meta"]["offset"].as_u64()
+    }
+
+    #[test]
+    fn joining_subscriber_gets_reply_first_then_only_newer_frames() {
+        let hub = Hub::new();
+        let key = ChannelKey::new("a", "ch", &Scope::Global, None).unwrap();
+        let (outbound, mut rx, _kick) = Outbound::new(16);
+        hub.add(&key, Subscriber { conn: 1, outbound });
+        for offset in [4, 5] {
+            let position = StreamPosition {
+                epoch: "e".into(),
+                offset,
+            };
+            hub.deliver_publication(key.id(), &publication(), &position);
+        }
+        assert!(rx.try_recv().is_err(), "frames must be held while joining");
+        assert!(!hub.is_subscribed(&key, 1));
+        let reply = EncodedFrame::from_string(r#"{"type":"reply"}"#.into());
+        assert!(hub.go_live(&key, 1, 4, Some(reply)));
+        assert_eq!(rx.try_recv().unwrap().as_str(), r#"{"type":"reply"}"#);
+        assert_eq!(offset_of(&rx.try_recv().unwrap()), Some(5));
+        assert!(rx.try_recv().is_err());
+        // Live from now on.
+        let position = StreamPosition {
+            epoch: "e".into(),
+            offset: 6,
+        };
+        hub.deliver_publication(key.id(), &publication(), &position);
+        assert_eq!(offset_of(&rx.try_recv().unwrap()), Some(6));
+        assert!(hub.is_subscribed(&key, 1));
+    }
+
+    #[test]
+    fn a_joiner_that_falls_too_far_behind_is_kicked() {
+        let hub = Hub::new();
+        let key = ChannelKey::new("a", "ch", &Scope::Global, None).unwrap();
+        let (outbound, _rx, kick) = Outbound::new(16);
+        hub.add(&key, Subscriber { conn: 1, outbound });
+        for offset in 0..=JOIN_BUFFER_LIMIT as u64 {
+            let position = StreamPosition {
+                epoch: "e".into(),
+                offset,
+            };
+            hub.deliver_publication(key.id(), &publication(), &position);
+        }
+        assert_eq!(kick.reason(), Some(DisconnectReason::SlowConsumer));
     }
 }

@@ -4,10 +4,11 @@
 use crate::backplane::{Backplane, BackplaneError, MemoryBackplane, Published};
 use crate::hub::{Hub, PresenceKind};
 use crate::key::{ChannelKey, KeyError};
+use crate::outbound::EncodedFrame;
 use crate::outbound::Subscriber;
 use crate::presence::{MemoryPresence, PresenceError, PresenceStore};
 use herald_history::{
-    HistoryError, HistoryRead, HistoryStore, MemoryHistory, Publication, Retention,
+    HistoryError, HistoryRead, HistoryStore, MemoryHistory, Publication, Retention, Stored,
 };
 use herald_protocol::server::Member;
 use herald_protocol::StreamPosition;
@@ -26,11 +27,30 @@ pub enum NodeError {
     Presence(#[from] PresenceError),
 }
 
+/// What a subscriber asks to be replayed when it joins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recovery {
+    /// Nothing: live publications from now on.
+    None,
+    /// Every publication after this position (a reconnecting client).
+    Since(StreamPosition),
+    /// The publications of the last this-many milliseconds (Forge's
+    /// `replaySeconds` on a first subscribe).
+    Window(u64),
+}
+
 /// What a subscriber learns when its subscription is in place.
 #[derive(Debug, Clone)]
 pub struct SubscribeOutcome {
     pub members: Vec<Member>,
+    /// The channel's position the reply stands for: live publications
+    /// after it follow the reply.
     pub position: StreamPosition,
+    /// Replayed publications, oldest first.
+    pub publications: Vec<Stored>,
+    /// For `Recovery::Since`: whether `publications` is everything after
+    /// the position asked for. When it is not, nothing is replayed.
+    pub recovered: Option<bool>,
 }
 
 /// A snapshot of the node's counters and sizes, for metrics.
@@ -73,9 +93,16 @@ impl Node {
         &self.id
     }
 
-    /// Subscribes a connection. Existing subscribers are told of the member
-    /// (when it is new to the channel) before the connection joins, so the
-    /// newcomer learns the members from the outcome, itself included.
+    /// Subscribes a connection and queues its reply, made by `reply` from
+    /// the outcome, ahead of every live publication that follows it.
+    ///
+    /// The subscriber joins the hub first, with live frames held back, then
+    /// the backplane subscription is confirmed, then history is read; the
+    /// reply and the held frames newer than it are queued together. Nothing
+    /// published meanwhile is lost or sent twice. Existing subscribers are
+    /// told of the member (when it is new to the channel); the newcomer
+    /// learns the members, itself included, from the outcome.
+    #[allow(clippy::too_many_arguments)]
     pub async fn subscribe(
         &self,
         key: &ChannelKey,
@@ -83,24 +110,117 @@ impl Node {
         conn_id: &str,
         member: &Member,
         retention: Retention,
+        recovery: Recovery,
+        max_recovery: usize,
         now_ms: u64,
-    ) -> Result<SubscribeOutcome, NodeError> {
+        reply: impl FnOnce(&SubscribeOutcome) -> Option<EncodedFrame>,
+    ) -> Result<(), NodeError> {
         let conn = subscriber.conn;
-        if self.presence.join(key.id(), member, conn_id).await? {
-            self.backplane
-                .presence(key, PresenceKind::Join, member)
-                .await?;
-        }
-        if self.hub.add(key, subscriber) {
-            if let Err(e) = self.backplane.subscribe(key).await {
-                self.unsubscribe(key, conn, conn_id, &member.presence_id)
+        let joined = async {
+            if self.presence.join(key.id(), member, conn_id).await? {
+                self.backplane
+                    .presence(key, PresenceKind::Join, member)
                     .await?;
-                return Err(e.into());
+            }
+            if self.hub.add(key, subscriber) {
+                self.backplane.subscribe(key).await?;
+            }
+            let members = self.presence.members(key.id()).await?;
+            let (position, publications, recovered) = self
+                .replay(key, retention, recovery, max_recovery, now_ms)
+                .await?;
+            Ok::<_, NodeError>(SubscribeOutcome {
+                members,
+                position,
+                publications,
+                recovered,
+            })
+        };
+        match joined.await {
+            Ok(outcome) => {
+                self.hub
+                    .go_live(key, conn, outcome.position.offset, reply(&outcome));
+                Ok(())
+            }
+            Err(e) => {
+                // Leave no half subscription behind.
+                let _ = self
+                    .unsubscribe(key, conn, conn_id, &member.presence_id)
+                    .await;
+                Err(e)
             }
         }
-        let members = self.presence.members(key.id()).await?;
-        let position = self.history.position(key.id(), retention, now_ms).await?;
-        Ok(SubscribeOutcome { members, position })
+    }
+
+    async fn replay(
+        &self,
+        key: &ChannelKey,
+        retention: Retention,
+        recovery: Recovery,
+        max_recovery: usize,
+        now_ms: u64,
+    ) -> Result<(StreamPosition, Vec<Stored>, Option<bool>), NodeError> {
+        match recovery {
+            Recovery::None => {
+                let position = self.history.position(key.id(), retention, now_ms).await?;
+                Ok((position, Vec::new(), None))
+            }
+            Recovery::Since(since) => {
+                let read = self
+                    .history
+                    .read(key.id(), Some(&since), max_recovery, now_ms)
+                    .await?;
+                if read.complete {
+                    return Ok((read.position, read.publications, Some(true)));
+                }
+                // Replaying part of a range would mislead: replay nothing
+                // and give the current position to start again from.
+                let position = self
+                    .read_position(key, read.position, retention, now_ms)
+                    .await?;
+                Ok((position, Vec::new(), Some(false)))
+            }
+            Recovery::Window(window_ms) => {
+                let read = self
+                    .history
+                    .read(key.id(), None, usize::MAX, now_ms)
+                    .await?;
+                let position = self
+                    .read_position(key, read.position, retention, now_ms)
+                    .await?;
+                let from = now_ms.saturating_sub(window_ms);
+                let mut publications: Vec<Stored> = read
+                    .publications
+                    .into_iter()
+                    .filter(|s| s.publication.timestamp_ms >= from)
+                    .collect();
+                // Over the bound, the newest ones are replayed.
+                let excess = publications.len().saturating_sub(max_recovery);
+                publications.drain(..excess);
+                Ok((position, publications, None))
+            }
+        }
+    }
+
+    /// The position a read stands for. A read that found no stream saw
+    /// offset 0 of the stream's new epoch: anything in it now was published
+    /// after the read, and so was held back for the joining subscriber.
+    async fn read_position(
+        &self,
+        key: &ChannelKey,
+        read: StreamPosition,
+        retention: Retention,
+        now_ms: u64,
+    ) -> Result<StreamPosition, NodeError> {
+        if !read.epoch.is_empty() {
+            return Ok(read);
+        }
+        let epoch = self
+            .history
+            .position(key.id(), retention, now_ms)
+            .await?
+            .epoch;
+        Ok(StreamPosition { epoch, offset: 0 })
     }
 
     /// Unsubscribes a connection; tells the others when its member left.
@@ -187,6 +307,35 @@ mod tests {
         }
     }
 
+    async fn join(
+        node: &Node,
+        key: &ChannelKey,
+        conn: u64,
+        outbound: Outbound,
+        m: &Member,
+        recovery: Recovery,
+    ) {
+        let sub = Subscriber { conn, outbound };
+        node.subscribe(
+            key,
+            sub,
+            &format!("c-{conn}"),
+            m,
+            KEEP,
+            recovery,
+            1000,
+            0,
+            |_| None,
+        )
+        .await
+        .unwrap();
+    }
+
+    const KEEP: Retention = Retention {
+        size: 100,
+        ttl: Duration::from_secs(60),
+    };
+
     fn publication(n: u32) -> Arc<Publication> {
         Arc::new(Publication {
             message_id: format!("m-{n}"),
@@ -203,16 +352,7 @@ mod tests {
         let node = Node::embedded("n1");
         let key = ChannelKey::new("a", "ch", &Scope::Global, None).unwrap();
         let (outbound, mut rx, _kick) = Outbound::new(16);
-        node.subscribe(
-            &key,
-            Subscriber { conn: 1, outbound },
-            "c-1",
-            &member("u"),
-            Retention::NONE,
-            0,
-        )
-        .await
-        .unwrap();
+        join(&node, &key, 1, outbound, &member("u"), Recovery::None).await;
         for n in 1..=3 {
             let p = node
                 .publish(&key, publication(n), Retention::NONE, 0)
@@ -251,32 +391,8 @@ mod tests {
         let key = ChannelKey::new("a", "ch", &Scope::Global, None).unwrap();
         let (slow, _slow_rx, slow_kick) = Outbound::new(2);
         let (fast, mut fast_rx, fast_kick) = Outbound::new(64);
-        node.subscribe(
-            &key,
-            Subscriber {
-                conn: 1,
-                outbound: slow,
-            },
-            "c-1",
-            &member("a"),
-            Retention::NONE,
-            0,
-        )
-        .await
-        .unwrap();
-        node.subscribe(
-            &key,
-            Subscriber {
-                conn: 2,
-                outbound: fast,
-            },
-            "c-2",
-            &member("b"),
-            Retention::NONE,
-            0,
-        )
-        .await
-        .unwrap();
+        join(&node, &key, 1, slow, &member("a"), Recovery::None).await;
+        join(&node, &key, 2, fast, &member("b"), Recovery::None).await;
         while fast_rx.try_recv().is_ok() {}
         for n in 0..10 {
             node.publish(&key, publication(n), Retention::NONE, 0)
@@ -291,5 +407,76 @@ mod tests {
         }
         assert_eq!(got, 10);
         assert_eq!(node.stats().slow_consumers, 1);
+    }
+
+    #[tokio::test]
+    async fn subscribe_since_replays_exactly_the_missed_range() {
+        let node = Node::embedded("n1");
+        let key = ChannelKey::new("a", "ch", &Scope::Global, None).unwrap();
+        let mut epoch = String::new();
+        for n in 1..=5 {
+            let p = node.publish(&key, publication(n), KEEP, 0).await.unwrap();
+            epoch = p.position.unwrap().epoch;
+        }
+        let (outbound, _rx, _kick) = Outbound::new(16);
+        let since = StreamPosition {
+            epoch: epoch.clone(),
+            offset: 2,
+        };
+        let mut seen = None;
+        node.subscribe(
+            &key,
+            Subscriber { conn: 1, outbound },
+            "c-1",
+            &member("u"),
+            KEEP,
+            Recovery::Since(since),
+            1000,
+            0,
+            |o| {
+                seen = Some(o.clone());
+                None
+            },
+        )
+        .await
+        .unwrap();
+        let outcome = seen.unwrap();
+        assert_eq!(outcome.recovered, Some(true));
+        let offsets: Vec<u64> = outcome.publications.iter().map(|p| p.offset).collect();
+        assert_eq!(offsets, vec![3, 4, 5]);
+        assert_eq!(outcome.position, StreamPosition { epoch, offset: 5 });
+    }
+
+    #[tokio::test]
+    async fn subscribe_since_an_unknown_epoch_replays_nothing() {
+        let node = Node::embedded("n1");
+        let key = ChannelKey::new("a", "ch", &Scope::Global, None).unwrap();
+        node.publish(&key, publication(1), KEEP, 0).await.unwrap();
+        let (outbound, _rx, _kick) = Outbound::new(16);
+        let since = StreamPosition {
+            epoch: "gone".into(),
+            offset: 0,
+        };
+        let mut seen = None;
+        node.subscribe(
+            &key,
+            Subscriber { conn: 1, outbound },
+            "c-1",
+            &member("u"),
+            KEEP,
+            Recovery::Since(since),
+            1000,
+            0,
+            |o| {
+                seen = Some(o.clone());
+                None
+            },
+        )
+        .await
+        .unwrap();
+        let outcome = seen.unwrap();
+        assert_eq!(outcome.recovered, Some(false));
+        assert!(outcome.publications.is_empty());
+        assert_eq!(outcome.position.offset, 1);
     }
 }

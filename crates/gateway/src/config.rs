@@ -44,6 +44,9 @@ pub struct Config {
     pub token_max_ttl_seconds: u64,
     /// Most publications a `history` request returns.
     pub history_max_limit: usize,
+    /// Most publications a `subscribe` replays (`since` or
+    /// `replaySeconds`); a longer gap is answered with `recovered: false`.
+    pub recovery_max_publications: usize,
     /// Log filter (`tracing` syntax, e.g. `info,herald_gateway=debug`);
     /// `RUST_LOG` wins when set.
     pub log_level: String,
@@ -75,6 +78,7 @@ impl Default for Config {
             token_default_ttl_seconds: 3600,
             token_max_ttl_seconds: 86_400,
             history_max_limit: 1000,
+            recovery_max_publications: 1000,
             log_level: "info".into(),
             log_format: LogFormat::Text,
             apps: Vec::new(),

@@ -6,7 +6,8 @@ use crate::auth::{verify_user_token, App, Identity};
 use crate::realtime::{self, error, ChannelSpec, Operation};
 use crate::state::{now_ms, AppState};
 use herald_broker_node::hub::event_frame;
-use herald_broker_node::{ChannelKey, EncodedFrame, Outbound, Subscriber};
+use herald_broker_node::node::Recovery;
+use herald_broker_node::{ChannelKey, EncodedFrame, Outbound, SubscribeOutcome, Subscriber};
 use herald_protocol::client::{self, ChannelRef, Request};
 use herald_protocol::server::{ErrorFrame, Member, PresenceList, Reply, ServerFrame};
 use herald_protocol::{timestamp_string, ErrorBody, ErrorCode, StreamPosition};
@@ -17,6 +18,14 @@ use tokio::time::Instant;
 
 /// Publications a `history` request returns when it names no `limit`.
 const DEFAULT_HISTORY_LIMIT: usize = 100;
+
+/// How a request was answered.
+enum Answered {
+    /// With this reply, to be sent when the request has an `id`.
+    Reply(Reply),
+    /// Already queued (a subscribe's reply is queued by the node).
+    Queued,
+}
 
 pub struct Session {
     state: Arc<AppState>,
@@ -74,13 +83,14 @@ impl Session {
         match client::parse(text) {
             Ok((id, request)) => {
                 let channel = request_channel(&request);
-                match self.handle(request).await {
-                    Ok(reply) => {
+                match self.handle(id, request).await {
+                    Ok(Answered::Reply(reply)) => {
                         if let Some(id) = id {
                             self.send(ServerFrame::Reply(Box::new(Reply { id, ..reply })))
                                 .await;
                         }
                     }
+                    Ok(Answered::Queued) => {}
                     Err(e) => self.answer_error(id, channel, e).await,
                 }
             }
@@ -106,9 +116,20 @@ impl Session {
         self.outbound.send(EncodedFrame::encode(&frame)).await;
     }
 
-    async fn handle(&mut self, request: Request) -> Result<Reply, ErrorBody> {
-        match request {
-            Request::Subscribe { channel, since, .. } => self.subscribe(channel, since).await,
+    async fn handle(&mut self, id: Option<u64>, request: Request) -> Result<Answered, ErrorBody> {
+        let reply = match request {
+            Request::Subscribe {
+                channel,
+                since,
+                replay_seconds,
+            } => {
+                let recovery = match (since, replay_seconds) {
+                    (Some(since), _) => Recovery::Since(since),
+                    (None, Some(seconds)) => Recovery::Window(seconds.saturating_mul(1000)),
+                    (None, None) => Recovery::None,
+                };
+                return self.subscribe(id, channel, recovery).await;
+            }
             Request::Unsubscribe { channel } => self.unsubscribe(channel).await,
             Request::Publish {
                 channel,
@@ -123,7 +144,8 @@ impl Session {
                 limit,
             } => self.history(channel, since, limit).await,
             Request::Refresh { token } => self.refresh(&token),
-        }
+        };
+        reply.map(Answered::Reply)
     }
 
     fn resolve(&self, channel: &ChannelRef, op: Operation) -> Result<ChannelKey, ErrorBody> {
@@ -156,9 +178,10 @@ impl Session {
 
     async fn subscribe(
         &mut self,
+        id: Option<u64>,
         channel: ChannelRef,
-        since: Option<StreamPosition>,
-    ) -> Result<Reply, ErrorBody> {
+        recovery: Recovery,
+    ) -> Result<Answered, ErrorBody> {
         let key = self.resolve(&channel, Operation::Subscribe)?;
         let slot = (channel.channel.clone(), channel.global);
         match self.subscriptions.get(&slot) {
@@ -185,8 +208,36 @@ impl Session {
             conn: self.conn,
             outbound: self.outbound.clone(),
         };
-        let outcome = self
-            .state
+        // The node queues the reply itself, ahead of the live publications
+        // that follow it.
+        let reply = |outcome: &SubscribeOutcome| {
+            let id = id?;
+            let publications = outcome
+                .publications
+                .iter()
+                .map(|s| {
+                    event_frame(
+                        &key,
+                        &s.publication,
+                        outcome.position.epoch.clone(),
+                        s.offset,
+                    )
+                })
+                .collect::<Vec<_>>();
+            let reply = Reply {
+                channel: Some(channel.channel.clone()),
+                presence: Some(PresenceList {
+                    members: outcome.members.clone(),
+                }),
+                epoch: Some(outcome.position.epoch.clone()),
+                offset: Some(outcome.position.offset),
+                recovered: outcome.recovered,
+                publications: (!publications.is_empty()).then_some(publications),
+                ..Reply::ok(id)
+            };
+            Some(EncodedFrame::encode(&ServerFrame::Reply(Box::new(reply))))
+        };
+        self.state
             .node
             .subscribe(
                 &key,
@@ -194,7 +245,10 @@ impl Session {
                 &self.conn_id,
                 &self.member(),
                 self.app.retention,
+                recovery,
+                self.state.config.recovery_max_publications,
                 now_ms(),
+                reply,
             )
             .await
             .map_err(|e| {
@@ -202,18 +256,7 @@ impl Session {
                 error(ErrorCode::InternalError, "subscription could not be set up")
             })?;
         self.subscriptions.insert(slot, key);
-        Ok(Reply {
-            channel: Some(channel.channel),
-            presence: Some(PresenceList {
-                members: outcome.members,
-            }),
-            epoch: Some(outcome.position.epoch),
-            offset: Some(outcome.position.offset),
-            // Replay on subscribe is not served yet: a client that asks to
-            // recover is told plainly that it was not.
-            recovered: since.map(|_| false),
-            ..Reply::ok(0)
-        })
+        Ok(Answered::Queued)
     }
 
     async fn leave(&self, key: &ChannelKey) {

@@ -35,6 +35,13 @@ ops_per_second = 0
 history_size = 50
 
 [[apps]]
+id = "deep"
+api_keys = ["key-deep"]
+jwt_secret = "secret-deep"
+ops_per_second = 0
+history_size = 100000
+
+[[apps]]
 id = "limited"
 api_keys = ["key-limited"]
 jwt_secret = "secret-limited"
