@@ -22,7 +22,7 @@ const DEFAULT_HISTORY_LIMIT: usize = 100;
 /// How a request was answered.
 enum Answered {
     /// With this reply, to be sent when the request has an `id`.
-    Reply(Reply),
+    Reply(Box<Reply>),
     /// Already queued (a subscribe's reply is queued by the node).
     Queued,
 }
@@ -86,7 +86,7 @@ impl Session {
                 match self.handle(id, request).await {
                     Ok(Answered::Reply(reply)) => {
                         if let Some(id) = id {
-                            self.send(ServerFrame::Reply(Box::new(Reply { id, ..reply })))
+                            self.send(ServerFrame::Reply(Box::new(Reply { id, ..*reply })))
                                 .await;
                         }
                     }
@@ -145,7 +145,7 @@ impl Session {
             } => self.history(channel, since, limit).await,
             Request::Refresh { token } => self.refresh(&token),
         };
-        reply.map(Answered::Reply)
+        reply.map(|r| Answered::Reply(Box::new(r)))
     }
 
     fn resolve(&self, channel: &ChannelRef, op: Operation) -> Result<ChannelKey, ErrorBody> {
