@@ -1,4 +1,4 @@
-//! How publications and presence changes reach every node.
+//! How publications reach every node.
 //!
 //! A backplane does the publish path's one atomic step: give the publication
 //! its place in the channel's stream (keeping it when the channel keeps
@@ -6,11 +6,10 @@
 //! in offset order. A node subscribes to a channel's traffic only while it
 //! has local subscribers.
 
-use crate::hub::{Hub, PresenceKind};
+use crate::hub::Hub;
 use crate::key::ChannelKey;
 use async_trait::async_trait;
 use herald_history::{MemoryHistory, Publication, Retention};
-use herald_protocol::server::Member;
 use herald_protocol::StreamPosition;
 use parking_lot::Mutex;
 use std::hash::{BuildHasher, RandomState};
@@ -43,20 +42,20 @@ pub trait Backplane: Send + Sync + 'static {
         now_ms: u64,
     ) -> Result<Published, BackplaneError>;
 
-    /// Tells every node's subscribers of the channel that a member joined
-    /// or left.
-    async fn presence(
-        &self,
-        key: &ChannelKey,
-        kind: PresenceKind,
-        member: &Member,
-    ) -> Result<(), BackplaneError>;
-
-    /// Starts receiving the channel's traffic; returns once confirmed.
+    /// Starts receiving the channel's traffic for one more local
+    /// subscriber; returns once the subscription is confirmed. Called once
+    /// for every local subscriber: the backplane counts, and subscribes to
+    /// the channel's topic only while the count is above zero.
     async fn subscribe(&self, key: &ChannelKey) -> Result<(), BackplaneError>;
 
-    /// Stops receiving the channel's traffic.
+    /// Stops receiving the channel's traffic (called once for every
+    /// `subscribe`; the backplane counts).
     async fn unsubscribe(&self, key: &ChannelKey) -> Result<(), BackplaneError>;
+
+    /// Whether the backplane is connected and known to deliver.
+    fn ready(&self) -> bool {
+        true
+    }
 }
 
 const ORDER_SHARDS: usize = 64;
@@ -110,16 +109,6 @@ impl Backplane for MemoryBackplane {
             position: Some(position),
             listeners: usize::from(listening),
         })
-    }
-
-    async fn presence(
-        &self,
-        key: &ChannelKey,
-        kind: PresenceKind,
-        member: &Member,
-    ) -> Result<(), BackplaneError> {
-        self.hub.deliver_presence(key.id(), kind, member);
-        Ok(())
     }
 
     async fn subscribe(&self, _key: &ChannelKey) -> Result<(), BackplaneError> {

@@ -81,23 +81,22 @@ impl Hub {
         &self.shards[(self.hasher.hash_one(id) as usize) % SHARDS]
     }
 
-    /// Adds a subscriber, joining (see the module doc); true when it is the
-    /// channel's first on this node.
+    /// Adds a subscriber, joining (see the module doc). True when the
+    /// connection was not yet subscribed to the channel on this node.
     pub fn add(&self, key: &ChannelKey, subscriber: Subscriber) -> bool {
         let mut shard = self.shard(key.id()).write();
         let channel = shard.entry(key.id().to_owned()).or_insert_with(|| Channel {
             key: key.clone(),
             subscribers: HashMap::new(),
         });
-        let first = channel.subscribers.is_empty();
-        channel.subscribers.insert(
-            subscriber.conn,
-            Entry {
-                subscriber,
-                held: Some(Vec::new()),
-            },
-        );
-        first
+        let entry = Entry {
+            held: Some(Vec::new()),
+            subscriber,
+        };
+        channel
+            .subscribers
+            .insert(entry.subscriber.conn, entry)
+            .is_none()
     }
 
     /// Ends a subscriber's join: queues `reply` (when there is one), then the
@@ -132,7 +131,7 @@ impl Hub {
         true
     }
 
-    /// Removes a subscriber; true when it was the channel's last on this node.
+    /// Removes a subscriber; true when it was subscribed.
     pub fn remove(&self, key: &ChannelKey, conn: u64) -> bool {
         let mut shard = self.shard(key.id()).write();
         let Some(channel) = shard.get_mut(key.id()) else {
@@ -143,9 +142,8 @@ impl Hub {
         }
         if channel.subscribers.is_empty() {
             shard.remove(key.id());
-            return true;
         }
-        false
+        true
     }
 
     pub fn has_subscribers(&self, key: &ChannelKey) -> bool {

@@ -2,7 +2,7 @@
 //! history and presence chosen at start-up.
 
 use crate::backplane::{Backplane, BackplaneError, MemoryBackplane, Published};
-use crate::hub::{Hub, PresenceKind};
+use crate::hub::Hub;
 use crate::key::{ChannelKey, KeyError};
 use crate::outbound::EncodedFrame;
 use crate::outbound::Subscriber;
@@ -81,10 +81,10 @@ impl Node {
         let backplane = Arc::new(MemoryBackplane::new(Arc::clone(&hub), Arc::clone(&history)));
         Arc::new(Node {
             id: id.into(),
+            presence: Arc::new(MemoryPresence::new(Arc::clone(&hub))),
             hub,
             backplane,
             history: Arc::clone(&history) as Arc<dyn HistoryStore>,
-            presence: Arc::new(MemoryPresence::default()),
             memory_history: Some(history),
         })
     }
@@ -117,15 +117,11 @@ impl Node {
     ) -> Result<(), NodeError> {
         let conn = subscriber.conn;
         let joined = async {
-            if self.presence.join(key.id(), member, conn_id).await? {
-                self.backplane
-                    .presence(key, PresenceKind::Join, member)
-                    .await?;
-            }
+            self.presence.join(key, member, conn_id).await?;
             if self.hub.add(key, subscriber) {
                 self.backplane.subscribe(key).await?;
             }
-            let members = self.presence.members(key.id()).await?;
+            let members = self.presence.members(key).await?;
             let (position, publications, recovered) = self
                 .replay(key, retention, recovery, max_recovery, now_ms)
                 .await?;
@@ -234,11 +230,7 @@ impl Node {
         if self.hub.remove(key, conn) {
             self.backplane.unsubscribe(key).await?;
         }
-        if let Some(member) = self.presence.leave(key.id(), presence_id, conn_id).await? {
-            self.backplane
-                .presence(key, PresenceKind::Leave, &member)
-                .await?;
-        }
+        self.presence.leave(key, presence_id, conn_id).await?;
         Ok(())
     }
 
@@ -260,7 +252,7 @@ impl Node {
     }
 
     pub async fn presence(&self, key: &ChannelKey) -> Result<Vec<Member>, NodeError> {
-        Ok(self.presence.members(key.id()).await?)
+        Ok(self.presence.members(key).await?)
     }
 
     pub async fn history(
