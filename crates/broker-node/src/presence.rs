@@ -125,12 +125,8 @@ impl MemberSets {
     /// Removes a connection; the member when it was its last.
     pub fn leave(&self, channel: &str, presence_id: &str, conn: &str) -> Option<Member> {
         let mut channels = self.channels.lock();
-        let Some(members) = channels.get_mut(channel) else {
-            return None;
-        };
-        let Some(entry) = members.get_mut(presence_id) else {
-            return None;
-        };
+        let members = channels.get_mut(channel)?;
+        let entry = members.get_mut(presence_id)?;
         if !entry.conns.remove(conn) || !entry.conns.is_empty() {
             return None;
         }
