@@ -309,6 +309,7 @@ mod tests {
             sender_type: SenderType::System,
             sender_id: None,
             timestamp_ms: 0,
+            trace: None,
         }
     }
 

@@ -10,6 +10,7 @@
 //! - [`presence`]: who is on a channel, as logical members.
 //! - [`backplane`]: how publications reach every node; the in-process
 //!   implementation serves the embedded mode.
+//! - [`redis`]: the same seams on Redis, for a cluster of gateways.
 //! - [`node`]: the node itself, tying the above into the operations a
 //!   gateway calls: subscribe, unsubscribe, publish, presence, history.
 
@@ -19,7 +20,9 @@ pub mod key;
 pub mod node;
 pub mod outbound;
 pub mod presence;
+pub mod redis;
 
 pub use key::{ChannelKey, KeyError, Scope};
-pub use node::{Node, NodeError, NodeStats, SubscribeOutcome};
+pub use node::{ClusterOptions, Node, NodeError, NodeStats, SubscribeOutcome};
 pub use outbound::{EncodedFrame, Outbound, Subscriber};
+pub use redis::registry::NodeInfo;

@@ -7,12 +7,25 @@ use crate::key::{ChannelKey, KeyError};
 use crate::outbound::EncodedFrame;
 use crate::outbound::Subscriber;
 use crate::presence::{MemoryPresence, PresenceError, PresenceStore};
+use crate::redis::backplane::{BackplaneStats, RedisBackplane};
+use crate::redis::history::RedisHistory;
+use crate::redis::presence::RedisPresence;
+use crate::redis::registry::{NodeInfo, Registry};
+use crate::redis::Redis;
 use herald_history::{
     HistoryError, HistoryRead, HistoryStore, MemoryHistory, Publication, Retention, Stored,
 };
 use herald_protocol::server::Member;
 use herald_protocol::StreamPosition;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
@@ -62,8 +75,24 @@ pub struct NodeStats {
     pub slow_consumers: u64,
 }
 
+/// How a clustered node joins Redis.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// `redis://...` or `redis-cluster://host:port,...`
+    pub redis_url: String,
+    /// How long a presence entry outlives its gateway's last refresh.
+    pub presence_ttl: std::time::Duration,
+    /// The address this gateway serves on, for the node registry.
+    pub address: String,
+}
+
 pub struct Node {
     id: String,
+    started_at_ms: u64,
+    /// Open connections on this node (the gateway keeps it current).
+    pub connections: Arc<AtomicUsize>,
+    registry: Option<Arc<Registry>>,
+    redis_stats: Option<Arc<BackplaneStats>>,
     hub: Arc<Hub>,
     backplane: Arc<dyn Backplane>,
     history: Arc<dyn HistoryStore>,
@@ -81,6 +110,10 @@ impl Node {
         let backplane = Arc::new(MemoryBackplane::new(Arc::clone(&hub), Arc::clone(&history)));
         Arc::new(Node {
             id: id.into(),
+            started_at_ms: now(),
+            connections: Arc::new(AtomicUsize::new(0)),
+            registry: None,
+            redis_stats: None,
             presence: Arc::new(MemoryPresence::new(Arc::clone(&hub))),
             hub,
             backplane,
@@ -89,8 +122,82 @@ impl Node {
         })
     }
 
+    /// A node of a cluster: publications, history and presence go through
+    /// Redis, and the node registers itself there.
+    pub async fn clustered(
+        id: impl Into<String>,
+        options: ClusterOptions,
+    ) -> Result<Arc<Node>, NodeError> {
+        let id = id.into();
+        let redis = Arc::new(
+            Redis::connect(&options.redis_url)
+                .await
+                .map_err(BackplaneError::Unavailable)?,
+        );
+        let hub = Arc::new(Hub::new());
+        let backplane = RedisBackplane::start(Arc::clone(&redis), Arc::clone(&hub), &id).await;
+        let connections = Arc::new(AtomicUsize::new(0));
+        let started_at_ms = now();
+        let registry = Registry::start(
+            Arc::clone(&redis),
+            NodeInfo {
+                id: id.clone(),
+                address: options.address,
+                connections: 0,
+                started_at: started_at_ms.to_string(),
+            },
+            Arc::clone(&connections),
+        );
+        Ok(Arc::new(Node {
+            id,
+            started_at_ms,
+            connections,
+            registry: Some(registry),
+            redis_stats: Some(Arc::clone(&backplane.stats)),
+            presence: RedisPresence::start(Arc::clone(&redis), options.presence_ttl),
+            history: Arc::new(RedisHistory::new(redis)),
+            hub,
+            backplane,
+            memory_history: None,
+        }))
+    }
+
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// Whether the node can serve: always in embedded mode; in a cluster,
+    /// while Redis answers and the node's probe comes back.
+    pub fn ready(&self) -> bool {
+        self.backplane.ready()
+    }
+
+    /// The live nodes of the cluster (this one alone in embedded mode).
+    pub async fn nodes(&self, address: &str) -> Result<Vec<NodeInfo>, NodeError> {
+        match &self.registry {
+            Some(registry) => registry
+                .list()
+                .await
+                .map_err(|e| BackplaneError::Unavailable(e).into()),
+            None => Ok(vec![NodeInfo {
+                id: self.id.clone(),
+                address: address.to_owned(),
+                connections: self.connections.load(Ordering::Relaxed),
+                started_at: self.started_at_ms.to_string(),
+            }]),
+        }
+    }
+
+    /// Leaves the cluster's registry (on shutdown).
+    pub async fn deregister(&self) {
+        if let Some(registry) = &self.registry {
+            registry.deregister(&self.id).await;
+        }
+    }
+
+    /// The Redis backplane's health counters, in a cluster.
+    pub fn backplane_stats(&self) -> Option<&BackplaneStats> {
+        self.redis_stats.as_deref()
     }
 
     /// Subscribes a connection and queues its reply, made by `reply` from
@@ -164,7 +271,7 @@ impl Node {
             Recovery::Since(since) => {
                 let read = self
                     .history
-                    .read(key.id(), Some(&since), max_recovery, now_ms)
+                    .read(key.id(), Some(&since), max_recovery, retention, now_ms)
                     .await?;
                 if read.complete {
                     return Ok((read.position, read.publications, Some(true)));
@@ -179,7 +286,7 @@ impl Node {
             Recovery::Window(window_ms) => {
                 let read = self
                     .history
-                    .read(key.id(), None, usize::MAX, now_ms)
+                    .read(key.id(), None, usize::MAX, retention, now_ms)
                     .await?;
                 let position = self
                     .read_position(key, read.position, retention, now_ms)
@@ -260,9 +367,13 @@ impl Node {
         key: &ChannelKey,
         since: Option<&StreamPosition>,
         limit: usize,
+        retention: Retention,
         now_ms: u64,
     ) -> Result<HistoryRead, NodeError> {
-        Ok(self.history.read(key.id(), since, limit, now_ms).await?)
+        Ok(self
+            .history
+            .read(key.id(), since, limit, retention, now_ms)
+            .await?)
     }
 
     /// Periodic upkeep: ages out idle in-memory streams.
@@ -336,6 +447,7 @@ mod tests {
             sender_type: SenderType::System,
             sender_id: None,
             timestamp_ms: 0,
+            trace: None,
         })
     }
 

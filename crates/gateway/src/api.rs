@@ -8,7 +8,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use herald_protocol::api::{PublishRequest, PublishResult, TokenRequest, TokenResult};
 use herald_protocol::{ErrorBody, ErrorCode};
@@ -21,6 +21,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/api/v1/publish", post(publish_scoped))
         .route("/api/v1/publish/global", post(publish_global))
         .route("/api/v1/token", post(token))
+        .route("/api/v1/nodes", get(nodes))
 }
 
 /// The API key of a request: `Authorization: Bearer <key>` or `X-API-Key`.
@@ -227,4 +228,32 @@ fn try_token(
         expires_at: Some(expires_at),
         errors: Vec::new(),
     })
+}
+
+/// `GET /api/v1/nodes`: the live gateways of the cluster.
+async fn nodes(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    #[derive(Serialize)]
+    struct Nodes {
+        nodes: Vec<herald_broker_node::NodeInfo>,
+        errors: Vec<ErrorBody>,
+    }
+    let failed = |error| Nodes {
+        nodes: Vec::new(),
+        errors: vec![error],
+    };
+    if let Err(e) = authenticate(&state, &headers) {
+        return e.into_response(&state, failed);
+    }
+    match state.node.nodes(&state.address).await {
+        Ok(nodes) => Json(Nodes {
+            nodes,
+            errors: Vec::new(),
+        })
+        .into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "listing nodes failed");
+            ApiError::from(error(ErrorCode::InternalError, "node registry unavailable"))
+                .into_response(&state, failed)
+        }
+    }
 }

@@ -47,6 +47,10 @@ pub struct Config {
     /// Most publications a `subscribe` replays (`since` or
     /// `replaySeconds`); a longer gap is answered with `recovered: false`.
     pub recovery_max_publications: usize,
+    /// In a cluster: how long a connection's presence outlives its
+    /// gateway's last heartbeat. A gateway that dies has its members leave
+    /// within about this long.
+    pub presence_ttl_seconds: u64,
     /// Log filter (`tracing` syntax, e.g. `info,herald_gateway=debug`);
     /// `RUST_LOG` wins when set.
     pub log_level: String,
@@ -79,6 +83,7 @@ impl Default for Config {
             token_max_ttl_seconds: 86_400,
             history_max_limit: 1000,
             recovery_max_publications: 1000,
+            presence_ttl_seconds: 30,
             log_level: "info".into(),
             log_format: LogFormat::Text,
             apps: Vec::new(),
@@ -228,6 +233,9 @@ impl Config {
         }
         if self.max_payload_bytes == 0 || self.outbound_queue_frames == 0 {
             return invalid("max_payload_bytes and outbound_queue_frames must be positive".into());
+        }
+        if self.presence_ttl_seconds == 0 {
+            return invalid("presence_ttl_seconds must be positive".into());
         }
         if self.ping_interval_ms < 100 {
             return invalid("ping_interval_ms must be at least 100".into());

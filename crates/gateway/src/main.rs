@@ -131,8 +131,9 @@ fn serve(file: Option<PathBuf>, overrides: Overrides) -> Result<(), String> {
         let server = server::Server::bind(config.clone()).await?;
         let addr = server.local_addr().map_err(|e| e.to_string())?;
         println!(
-            "Herald listening on http://{addr} (node {}, embedded)",
-            server.state().node.id()
+            "Herald listening on http://{addr} (node {}, {})",
+            server.state().node.id(),
+            server.mode()
         );
         if dev {
             print_dev_banner(addr, &config);

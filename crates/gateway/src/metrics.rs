@@ -13,6 +13,7 @@ use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
 };
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 pub struct Metrics {
@@ -113,22 +114,54 @@ struct NodeCollector {
     descs: Vec<Desc>,
 }
 
-const NODE_METRICS: [(&str, &str); 4] = [
+#[derive(Clone, Copy)]
+enum Kind {
+    Gauge,
+    Counter,
+}
+
+/// What the node reports: name, help, kind. The order is the order of the
+/// values `NodeCollector::values` returns.
+const NODE_METRICS: [(&str, &str, Kind); 8] = [
     (
         "herald_channels",
         "Channels with at least one subscriber on this node",
+        Kind::Gauge,
     ),
     (
         "herald_subscriptions",
         "Subscriptions (channel, connection) on this node",
+        Kind::Gauge,
     ),
     (
         "herald_messages_delivered_total",
         "Frames queued to subscribers by fan-out",
+        Kind::Counter,
     ),
     (
         "herald_slow_consumer_disconnects_total",
         "Connections kicked because their queue was full",
+        Kind::Counter,
+    ),
+    (
+        "herald_backplane_ready",
+        "1 while the backplane delivers (always 1 embedded)",
+        Kind::Gauge,
+    ),
+    (
+        "herald_backplane_errors_total",
+        "Backplane commands that failed",
+        Kind::Counter,
+    ),
+    (
+        "herald_backplane_resubscribes_total",
+        "Times the probe found the node deaf and re-subscribed every topic",
+        Kind::Counter,
+    ),
+    (
+        "herald_backplane_lagged_total",
+        "Backplane messages dropped because the receive loop fell behind",
+        Kind::Counter,
     ),
 ];
 
@@ -136,9 +169,30 @@ impl NodeCollector {
     fn new(node: Arc<Node>) -> Self {
         let descs = NODE_METRICS
             .iter()
-            .filter_map(|(name, help)| Opts::new(*name, *help).describe().ok())
+            .filter_map(|(name, help, _)| Opts::new(*name, *help).describe().ok())
             .collect();
         NodeCollector { node, descs }
+    }
+
+    fn values(&self) -> [u64; 8] {
+        let stats = self.node.stats();
+        let (errors, resubscribes, lagged) = self.node.backplane_stats().map_or((0, 0, 0), |b| {
+            (
+                b.errors.load(Ordering::Relaxed),
+                b.resubscribes.load(Ordering::Relaxed),
+                b.lagged.load(Ordering::Relaxed),
+            )
+        });
+        [
+            stats.channels as u64,
+            stats.subscriptions as u64,
+            stats.delivered,
+            stats.slow_consumers,
+            u64::from(self.node.ready()),
+            errors,
+            resubscribes,
+            lagged,
+        ]
     }
 }
 
@@ -148,22 +202,21 @@ impl Collector for NodeCollector {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        let stats = self.node.stats();
         let mut families = Vec::new();
-        let gauges = [(0, stats.channels as i64), (1, stats.subscriptions as i64)];
-        for (i, value) in gauges {
-            let (name, help) = NODE_METRICS[i];
-            if let Ok(g) = IntGauge::new(name, help) {
-                g.set(value);
-                families.extend(g.collect());
-            }
-        }
-        let counters = [(2, stats.delivered), (3, stats.slow_consumers)];
-        for (i, value) in counters {
-            let (name, help) = NODE_METRICS[i];
-            if let Ok(c) = IntCounter::new(name, help) {
-                c.inc_by(value);
-                families.extend(c.collect());
+        for ((name, help, kind), value) in NODE_METRICS.iter().zip(self.values()) {
+            match kind {
+                Kind::Gauge => {
+                    if let Ok(g) = IntGauge::new(*name, *help) {
+                        g.set(value as i64);
+                        families.extend(g.collect());
+                    }
+                }
+                Kind::Counter => {
+                    if let Ok(c) = IntCounter::new(*name, *help) {
+                        c.inc_by(value);
+                        families.extend(c.collect());
+                    }
+                }
             }
         }
         families

@@ -162,6 +162,7 @@ pub async fn publish(
         sender_type: identity.sender_type(),
         sender_id: identity.sub().map(str::to_owned),
         timestamp_ms: now,
+        trace: None,
     });
     let published = state
         .node

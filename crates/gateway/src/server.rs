@@ -9,7 +9,7 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use herald_broker_node::Node;
+use herald_broker_node::{ClusterOptions, Node};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -29,6 +29,8 @@ pub fn router(state: Arc<AppState>) -> Router {
 async fn ready(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     if state.shutdown.is_cancelled() {
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down")
+    } else if !state.node.ready() {
+        (StatusCode::SERVICE_UNAVAILABLE, "backplane not ready")
     } else {
         (StatusCode::OK, "ready")
     }
@@ -49,12 +51,6 @@ pub struct Server {
 
 impl Server {
     pub async fn bind(config: Config) -> Result<Server, String> {
-        if let Some(url) = &config.redis_url {
-            return Err(format!(
-                "redis_url is set ({url}), but this build of Herald runs embedded only: \
-                 the Redis backplane is not available yet. Unset HERALD_REDIS_URL / --redis."
-            ));
-        }
         let node_id = config
             .node_id
             .clone()
@@ -62,8 +58,44 @@ impl Server {
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
-        let state = AppState::new(config, Node::embedded(node_id))?;
+        let address = listener
+            .local_addr()
+            .map_err(|e| e.to_string())?
+            .to_string();
+        let node = match &config.redis_url {
+            None => Node::embedded(node_id),
+            Some(url) => {
+                let options = ClusterOptions {
+                    redis_url: url.clone(),
+                    presence_ttl: Duration::from_secs(config.presence_ttl_seconds),
+                    address: address.clone(),
+                };
+                let node = Node::clustered(node_id, options)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                // Serve once the backplane has proved it delivers, or say
+                // why not.
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+                while !node.ready() && tokio::time::Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                if !node.ready() {
+                    tracing::warn!("the Redis backplane is not ready yet; serving, and /readyz says 503 until it is");
+                }
+                node
+            }
+        };
+        let state = AppState::new(config, node, address)?;
         Ok(Server { state, listener })
+    }
+
+    /// `embedded` or `cluster`, for the start-up line.
+    pub fn mode(&self) -> &'static str {
+        if self.state.config.redis_url.is_some() {
+            "cluster"
+        } else {
+            "embedded"
+        }
     }
 
     pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
@@ -105,6 +137,7 @@ impl Server {
             );
         }
         upkeep.abort();
+        state.node.deregister().await;
         tracing::info!("stopped");
         Ok(())
     }

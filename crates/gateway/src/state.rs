@@ -22,11 +22,13 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Every connection task, so shutdown can wait for them to drain.
     pub connections: TaskTracker,
+    /// The address this gateway listens on.
+    pub address: String,
     next_conn: AtomicU64,
 }
 
 impl AppState {
-    pub fn new(config: Config, node: Arc<Node>) -> Result<Arc<AppState>, String> {
+    pub fn new(config: Config, node: Arc<Node>, address: String) -> Result<Arc<AppState>, String> {
         let apps = Apps::new(&config.apps)?;
         let ops_limiter = LocalLimiter::new(config.apps.iter().map(|a| {
             (
@@ -45,6 +47,7 @@ impl AppState {
             ops_limiter,
             shutdown: CancellationToken::new(),
             connections: TaskTracker::new(),
+            address,
             next_conn: AtomicU64::new(1),
         }))
     }

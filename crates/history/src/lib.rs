@@ -24,14 +24,36 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// One published event, as history keeps it and fan-out delivers it.
+///
+/// Its JSON form (field names shortened) is what crosses the Redis
+/// backplane and what Redis streams keep.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Publication {
+    #[serde(rename = "m")]
     pub message_id: String,
+    #[serde(rename = "e")]
     pub event: String,
-    pub payload: Arc<RawValue>,
+    #[serde(rename = "st")]
     pub sender_type: SenderType,
+    #[serde(rename = "si", default, skip_serializing_if = "Option::is_none")]
     pub sender_id: Option<String>,
+    #[serde(rename = "ts")]
     pub timestamp_ms: u64,
+    /// W3C trace context of the publish, carried so one publish can be
+    /// followed across gateways.
+    #[serde(rename = "tp", default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
+    #[serde(rename = "p")]
+    pub payload: Arc<RawValue>,
+}
+
+/// Whether a read after `after` that returned `offsets` (ascending) from a
+/// stream at `top` covers everything after `after`.
+pub fn covers_all(after: u64, top: u64, offsets: &[u64]) -> bool {
+    match (offsets.first(), offsets.last()) {
+        (Some(first), Some(last)) => *first == after + 1 && *last == top,
+        _ => after == top,
+    }
 }
 
 /// A publication with its place in the stream.
@@ -82,16 +104,6 @@ pub enum HistoryError {
 
 #[async_trait]
 pub trait HistoryStore: Send + Sync + 'static {
-    /// Appends a publication, keeping it as `retention` says; returns its
-    /// position.
-    async fn append(
-        &self,
-        stream: &str,
-        publication: Arc<Publication>,
-        retention: Retention,
-        now_ms: u64,
-    ) -> Result<StreamPosition, HistoryError>;
-
     /// The stream's current position, starting the stream if it has none.
     async fn position(
         &self,
@@ -101,12 +113,13 @@ pub trait HistoryStore: Send + Sync + 'static {
     ) -> Result<StreamPosition, HistoryError>;
 
     /// Publications after `since` (all kept ones when `None`), at most
-    /// `limit`, not older than the retention allows.
+    /// `limit`, not older than `retention` allows.
     async fn read(
         &self,
         stream: &str,
         since: Option<&StreamPosition>,
         limit: usize,
+        retention: Retention,
         now_ms: u64,
     ) -> Result<HistoryRead, HistoryError>;
 }

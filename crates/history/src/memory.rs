@@ -189,16 +189,6 @@ impl MemoryHistory {
 
 #[async_trait]
 impl HistoryStore for MemoryHistory {
-    async fn append(
-        &self,
-        stream: &str,
-        publication: Arc<Publication>,
-        retention: Retention,
-        now_ms: u64,
-    ) -> Result<StreamPosition, HistoryError> {
-        Ok(self.append_now(stream, publication, retention, now_ms))
-    }
-
     async fn position(
         &self,
         stream: &str,
@@ -213,6 +203,7 @@ impl HistoryStore for MemoryHistory {
         stream: &str,
         since: Option<&StreamPosition>,
         limit: usize,
+        _retention: Retention,
         now_ms: u64,
     ) -> Result<HistoryRead, HistoryError> {
         Ok(self
@@ -245,6 +236,7 @@ mod tests {
             sender_type: SenderType::System,
             sender_id: None,
             timestamp_ms: n,
+            trace: None,
         })
     }
 

@@ -38,6 +38,10 @@ pub async fn run(state: Arc<AppState>, app: Arc<App>, identity: Identity, ws: So
     let span = tracing::info_span!("connection", connection_id = %conn_id, app = app.id());
     async move {
         state.metrics.connections.inc();
+        state
+            .node
+            .connections
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         state.metrics.connections_total.inc();
         tracing::debug!(sender = ?identity.sender_type(), "connected");
 
@@ -64,6 +68,10 @@ pub async fn run(state: Arc<AppState>, app: Arc<App>, identity: Identity, ws: So
             writer.abort();
         }
         state.metrics.connections.dec();
+        state
+            .node
+            .connections
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         tracing::debug!(reason, "disconnected");
     }
     .instrument(span)

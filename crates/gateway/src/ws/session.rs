@@ -344,7 +344,7 @@ impl Session {
         let read = self
             .state
             .node
-            .history(&key, since.as_ref(), limit, now_ms())
+            .history(&key, since.as_ref(), limit, self.app.retention, now_ms())
             .await
             .map_err(|e| {
                 tracing::warn!(error = %e, "history failed");

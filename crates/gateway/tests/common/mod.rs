@@ -15,6 +15,8 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+pub mod redis;
+
 pub const WAIT: Duration = Duration::from_secs(5);
 
 /// The apps most tests use. `app1` and `app2` are unlimited; `limited`,
@@ -76,10 +78,21 @@ impl Herald {
     }
 
     pub async fn start_config(config: &str) -> Herald {
+        Self::spawn(config, &[]).await
+    }
+
+    /// A gateway of the cluster on `redis_url`, with `extra` settings.
+    pub async fn start_clustered(redis_url: &str, extra: &str) -> Herald {
+        Self::spawn(&format!("{extra}\n{APPS}"), &["--redis", redis_url]).await
+    }
+
+    async fn spawn(config: &str, args: &[&str]) -> Herald {
         let mut file = tempfile::NamedTempFile::new().expect("temp config");
         file.write_all(config.as_bytes()).expect("write config");
         let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .arg("--config")
             .arg(file.path())
             .env_remove("HERALD_CONFIG")
             .env_remove("HERALD_LISTEN")
@@ -121,6 +134,29 @@ impl Herald {
 
     pub fn pid(&self) -> u32 {
         self.child.id().expect("running")
+    }
+
+    /// SIGKILL: the gateway dies without a word to anyone.
+    pub async fn kill(mut self) {
+        let _ = self.child.kill().await;
+    }
+
+    /// Waits until `/readyz` answers 200.
+    pub async fn wait_ready(&self, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Ok(r) = reqwest::get(self.http("/readyz")).await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} not ready in {within:?}",
+                self.addr
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Sends SIGTERM and waits for the exit status.

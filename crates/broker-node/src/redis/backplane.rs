@@ -1,0 +1,355 @@
+//! The Redis backplane.
+//!
+//! Publishing runs `lua/publish.lua`: next offset, `XADD` when the channel
+//! keeps history, `PUBLISH`/`SPUBLISH` to the channel's topic, all in one
+//! round trip. Every gateway with local subscribers for a channel is
+//! subscribed to its topic, and only those: the topic manager counts local
+//! subscribers per topic, batches the `SUBSCRIBE`s that arrive together into
+//! one command (one per hash slot on Redis Cluster), and answers each caller
+//! once Redis has confirmed. The receive loop hands each message to the hub,
+//! which encodes it once for all local subscribers.
+//!
+//! A probe publishes to this gateway's own topic every second; while the
+//! probe does not come back the gateway reports not ready and re-subscribes
+//! everything, so a subscription that went silently deaf (after a failover,
+//! say) is repaired rather than trusted.
+
+use super::{keys, new_epoch, Redis};
+use crate::backplane::{Backplane, BackplaneError, Published};
+use crate::hub::{Hub, PresenceKind};
+use crate::key::ChannelKey;
+use async_trait::async_trait;
+use fred::interfaces::EventInterface;
+use fred::types::Message;
+use herald_history::{Publication, Retention};
+use herald_protocol::server::Member;
+use herald_protocol::StreamPosition;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc, oneshot, Notify};
+
+/// Topic operations the manager may fold into one batch.
+const TOPIC_BATCH: usize = 4096;
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+const PROBE_WAIT: Duration = Duration::from_secs(2);
+
+enum TopicOp {
+    Add(String, oneshot::Sender<Result<(), String>>),
+    Remove(String),
+}
+
+/// Counters of the backplane's health, read by the gateway's metrics.
+#[derive(Debug, Default)]
+pub struct BackplaneStats {
+    pub ready: AtomicBool,
+    pub errors: AtomicU64,
+    pub resubscribes: AtomicU64,
+    /// Messages lost between the Redis client and the receive loop.
+    pub lagged: AtomicU64,
+}
+
+pub struct RedisBackplane {
+    redis: Arc<Redis>,
+    topics: mpsc::UnboundedSender<TopicOp>,
+    pub stats: Arc<BackplaneStats>,
+}
+
+impl RedisBackplane {
+    /// Starts the topic manager, the receive loop and the probe.
+    pub async fn start(redis: Arc<Redis>, hub: Arc<Hub>, node_id: &str) -> Arc<RedisBackplane> {
+        let stats = Arc::new(BackplaneStats::default());
+        let (topics, rx) = mpsc::unbounded_channel();
+        let probe = Arc::new(Probe::default());
+        tokio::spawn(manage_topics(Arc::clone(&redis), rx));
+        tokio::spawn(receive(
+            redis.subscriber.message_rx(),
+            hub,
+            Arc::clone(&probe),
+            Arc::clone(&stats),
+        ));
+        let backplane = Arc::new(RedisBackplane {
+            redis,
+            topics,
+            stats,
+        });
+        let probe_topic = keys::probe_topic(node_id);
+        if let Err(e) = backplane.add_topic(probe_topic.clone()).await {
+            tracing::warn!(error = %e, "probe subscription failed; the probe will retry");
+        }
+        let watched = Arc::clone(&backplane);
+        tokio::spawn(async move { watched.watch(probe, probe_topic).await });
+        backplane
+    }
+
+    async fn add_topic(&self, topic: String) -> Result<(), String> {
+        let (done, confirmed) = oneshot::channel();
+        self.topics
+            .send(TopicOp::Add(topic, done))
+            .map_err(|_| "topic manager stopped".to_owned())?;
+        confirmed
+            .await
+            .map_err(|_| "topic manager stopped".to_owned())?
+    }
+
+    /// Publishes to our own probe topic until shutdown; readiness follows
+    /// whether the probe comes back.
+    async fn watch(&self, probe: Arc<Probe>, topic: String) {
+        let mut tick = tokio::time::interval(PROBE_EVERY);
+        loop {
+            tick.tick().await;
+            let nonce = rand::random::<u64>();
+            let seen = probe.expect(nonce);
+            let sent = self
+                .redis
+                .publish_raw(&topic, format!("probe {nonce}"))
+                .await;
+            let back = sent.is_ok() && tokio::time::timeout(PROBE_WAIT, seen).await.is_ok();
+            let was_ready = self.stats.ready.swap(back, Ordering::Relaxed);
+            if back {
+                if !was_ready {
+                    tracing::info!("backplane ready: the probe came back");
+                }
+                continue;
+            }
+            if was_ready {
+                tracing::warn!(
+                    published = sent.is_ok(),
+                    "backplane not ready: the probe did not come back"
+                );
+            }
+            if self.redis.is_connected() {
+                // Connected yet deaf: subscribe everything again.
+                self.stats.resubscribes.fetch_add(1, Ordering::Relaxed);
+                if let Err(e) = self.redis.subscriber.resubscribe_all().await {
+                    tracing::warn!(error = %e, "re-subscribing failed");
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Backplane for RedisBackplane {
+    async fn publish(
+        &self,
+        key: &ChannelKey,
+        publication: Arc<Publication>,
+        retention: Retention,
+        now_ms: u64,
+    ) -> Result<Published, BackplaneError> {
+        let id = key.id();
+        let body = serde_json::to_string(&*publication)
+            .map_err(|e| BackplaneError::Unavailable(e.to_string()))?;
+        let size = if retention.keeps_history() {
+            retention.size
+        } else {
+            0
+        };
+        let result: (u64, String, i64) = self
+            .redis
+            .eval(
+                &self.redis.scripts.publish,
+                vec![keys::meta(id), keys::stream(id)],
+                vec![
+                    keys::topic(id).into(),
+                    body.into(),
+                    (size as i64).into(),
+                    (retention.ttl.as_millis().max(1) as i64).into(),
+                    (now_ms as i64).into(),
+                    new_epoch().into(),
+                    self.redis.publish_command().into(),
+                ],
+            )
+            .await
+            .map_err(|e| {
+                self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                BackplaneError::Unavailable(e)
+            })?;
+        let (offset, epoch, receivers) = result;
+        let listeners = receivers.max(0) as usize;
+        Ok(Published {
+            position: (listeners > 0 || size > 0).then_some(StreamPosition { epoch, offset }),
+            listeners,
+        })
+    }
+
+    async fn subscribe(&self, key: &ChannelKey) -> Result<(), BackplaneError> {
+        self.add_topic(keys::topic(key.id())).await.map_err(|e| {
+            self.stats.errors.fetch_add(1, Ordering::Relaxed);
+            BackplaneError::Unavailable(e)
+        })
+    }
+
+    async fn unsubscribe(&self, key: &ChannelKey) -> Result<(), BackplaneError> {
+        self.topics
+            .send(TopicOp::Remove(keys::topic(key.id())))
+            .map_err(|_| BackplaneError::Unavailable("topic manager stopped".into()))
+    }
+
+    fn ready(&self) -> bool {
+        self.stats.ready.load(Ordering::Relaxed)
+    }
+}
+
+/// Keeps a count of local subscribers per topic and turns the changes into
+/// batched `SUBSCRIBE`/`UNSUBSCRIBE` commands. Operations are applied in the
+/// order they arrive, so an unsubscribe never overtakes a later subscribe.
+async fn manage_topics(redis: Arc<Redis>, mut rx: mpsc::UnboundedReceiver<TopicOp>) {
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    while let Some(first) = rx.recv().await {
+        let mut ops = vec![first];
+        while ops.len() < TOPIC_BATCH {
+            match rx.try_recv() {
+                Ok(op) => ops.push(op),
+                Err(_) => break,
+            }
+        }
+        let mut subscribe: HashSet<String> = HashSet::new();
+        let mut unsubscribe: HashSet<String> = HashSet::new();
+        let mut waiters = Vec::new();
+        for op in ops {
+            match op {
+                TopicOp::Add(topic, done) => {
+                    let count = counts.entry(topic.clone()).or_insert(0);
+                    *count += 1;
+                    // Still subscribed in Redis if its unsubscribe is only
+                    // pending in this batch.
+                    if *count == 1 && !unsubscribe.remove(&topic) {
+                        subscribe.insert(topic.clone());
+                    }
+                    waiters.push((topic, done));
+                }
+                TopicOp::Remove(topic) => {
+                    let Some(count) = counts.get_mut(&topic) else {
+                        continue;
+                    };
+                    *count -= 1;
+                    if *count == 0 {
+                        counts.remove(&topic);
+                        if !subscribe.remove(&topic) {
+                            unsubscribe.insert(topic);
+                        }
+                    }
+                }
+            }
+        }
+        if !unsubscribe.is_empty() {
+            if let Err(e) = redis
+                .unsubscribe_topics(unsubscribe.into_iter().collect())
+                .await
+            {
+                tracing::warn!(error = %e, "unsubscribing topics failed");
+            }
+        }
+        let result = if subscribe.is_empty() {
+            Ok(())
+        } else {
+            redis
+                .subscribe_topics(subscribe.iter().cloned().collect())
+                .await
+        };
+        for (topic, done) in waiters {
+            let answer = if subscribe.contains(&topic) {
+                result.clone()
+            } else {
+                Ok(())
+            };
+            let _ = done.send(answer);
+        }
+    }
+}
+
+/// Hands every message from Redis to the hub, in arrival order.
+async fn receive(
+    mut rx: broadcast::Receiver<Message>,
+    hub: Arc<Hub>,
+    probe: Arc<Probe>,
+    stats: Arc<BackplaneStats>,
+) {
+    loop {
+        let message = match rx.recv().await {
+            Ok(message) => message,
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                // Subscribers see an offset gap and recover it.
+                stats.lagged.fetch_add(n, Ordering::Relaxed);
+                tracing::warn!(lost = n, "receive loop fell behind Redis");
+                continue;
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        let Some(text) = message.value.as_str() else {
+            continue;
+        };
+        let text: &str = &text;
+        match keys::channel_of_topic(&message.channel) {
+            Some(channel) => deliver(&hub, channel, text),
+            None => probe.saw(text),
+        }
+    }
+}
+
+/// The messages on a channel topic: `p <offset> <epoch> <publication>`,
+/// `j <member>` and `l <member>`.
+fn deliver(hub: &Hub, channel: &str, text: &str) {
+    let Some((kind, rest)) = text.split_once(' ') else {
+        return;
+    };
+    match kind {
+        "p" => {
+            let mut parts = rest.splitn(3, ' ');
+            let (Some(offset), Some(epoch), Some(body)) =
+                (parts.next(), parts.next(), parts.next())
+            else {
+                return;
+            };
+            let (Ok(offset), Ok(publication)) =
+                (offset.parse(), serde_json::from_str::<Publication>(body))
+            else {
+                tracing::warn!(channel, "unreadable publication on the backplane");
+                return;
+            };
+            let position = StreamPosition {
+                epoch: epoch.to_owned(),
+                offset,
+            };
+            hub.deliver_publication(channel, &publication, &position);
+        }
+        "j" | "l" => {
+            let Ok(member) = serde_json::from_str::<Member>(rest) else {
+                return;
+            };
+            let kind = if kind == "j" {
+                PresenceKind::Join
+            } else {
+                PresenceKind::Leave
+            };
+            hub.deliver_presence(channel, kind, &member);
+        }
+        _ => {}
+    }
+}
+
+/// The nonce the probe waits for.
+#[derive(Default)]
+struct Probe {
+    expected: AtomicU64,
+    seen: Notify,
+}
+
+impl Probe {
+    fn expect(&self, nonce: u64) -> impl std::future::Future<Output = ()> + '_ {
+        self.expected.store(nonce, Ordering::Relaxed);
+        self.seen.notified()
+    }
+
+    fn saw(&self, text: &str) {
+        let nonce = text
+            .strip_prefix("probe ")
+            .and_then(|n| n.parse::<u64>().ok());
+        if nonce == Some(self.expected.load(Ordering::Relaxed)) {
+            self.seen.notify_waiters();
+        }
+    }
+}
