@@ -8,6 +8,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use axum::Router;
 use herald_broker_node::{ClusterOptions, Node};
 use std::sync::Arc;
@@ -122,7 +123,12 @@ impl Server {
             stop.cancel();
         });
         let graceful = state.shutdown.clone();
-        axum::serve(self.listener, router(Arc::clone(&state)))
+        // Small frames go out at once: without NODELAY, Nagle and delayed
+        // ACKs hold them back for tens of milliseconds.
+        let listener = self.listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        axum::serve(listener, router(Arc::clone(&state)))
             .with_graceful_shutdown(async move { graceful.cancelled().await })
             .await?;
         state.connections.close();
