@@ -460,3 +460,57 @@ async fn nodes_are_listed_and_event_id_is_null_without_listeners() {
     assert!(r["eventId"].is_string());
     assert_eq!(s.expect("event").await["payload"], 2);
 }
+
+#[tokio::test]
+async fn ten_thousand_subscriptions_at_once_are_batched() {
+    const CONNECTIONS: usize = 100;
+    const CHANNELS: usize = 100;
+    let redis = RedisServer::start();
+    let g = Herald::start_clustered(&redis.url(), "").await;
+    redis.cli(&["config", "resetstat"]);
+    let mut tasks = Vec::new();
+    for c in 0..CONNECTIONS {
+        let mut client = g.user("app1", &format!("u{c}"), json!({})).await;
+        tasks.push(tokio::spawn(async move {
+            // Send every subscribe at once, then collect the replies.
+            for n in 0..CHANNELS {
+                let frame =
+                    json!({"id": n + 1, "type":"subscribe","channel":format!("bulk-{c}-{n}")});
+                client.send_text(frame.to_string()).await;
+            }
+            let mut ok = 0;
+            while ok < CHANNELS {
+                let r = client.expect("reply").await;
+                assert_eq!(r["ok"], true, "{r}");
+                ok += 1;
+            }
+            client
+        }));
+    }
+    let mut clients = Vec::new();
+    for t in tasks {
+        clients.push(t.await.unwrap());
+    }
+    let stats = redis.cli(&["info", "commandstats"]);
+    let calls: u64 = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_subscribe:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .expect("subscribe calls in commandstats");
+    let subscribed = redis
+        .cli(&["pubsub", "channels", "herald:*:t"])
+        .lines()
+        .filter(|t| !t.contains("{probe:") && !t.is_empty())
+        .count();
+    assert_eq!(subscribed, CONNECTIONS * CHANNELS);
+    assert!(
+        calls * 4 <= (CONNECTIONS * CHANNELS) as u64,
+        "{calls} SUBSCRIBE commands for {} subscriptions",
+        CONNECTIONS * CHANNELS
+    );
+    eprintln!(
+        "{} subscriptions took {calls} SUBSCRIBE commands",
+        CONNECTIONS * CHANNELS
+    );
+}

@@ -32,6 +32,8 @@ use tokio::sync::{broadcast, mpsc, oneshot, Notify};
 
 /// Topic operations the manager may fold into one batch.
 const TOPIC_BATCH: usize = 4096;
+/// How long the topic manager gathers operations into one batch.
+const TOPIC_WINDOW: Duration = Duration::from_millis(1);
 const PROBE_EVERY: Duration = Duration::from_secs(1);
 const PROBE_WAIT: Duration = Duration::from_secs(2);
 
@@ -199,11 +201,15 @@ impl Backplane for RedisBackplane {
 async fn manage_topics(redis: Arc<Redis>, mut rx: mpsc::UnboundedReceiver<TopicOp>) {
     let mut counts: HashMap<String, usize> = HashMap::new();
     while let Some(first) = rx.recv().await {
+        // Gather what arrives within a short window: subscribes come in
+        // bursts (a reconnect wave, a page subscribing to many channels),
+        // and one command for the burst beats one round trip each.
         let mut ops = vec![first];
+        let gathered = tokio::time::Instant::now() + TOPIC_WINDOW;
         while ops.len() < TOPIC_BATCH {
-            match rx.try_recv() {
-                Ok(op) => ops.push(op),
-                Err(_) => break,
+            match tokio::time::timeout_at(gathered, rx.recv()).await {
+                Ok(Some(op)) => ops.push(op),
+                Ok(None) | Err(_) => break,
             }
         }
         let mut subscribe: HashSet<String> = HashSet::new();

@@ -74,7 +74,9 @@ impl Registry {
             .pexpire(&key, LIFETIME.as_millis() as i64, None)
             .await?;
         // Forget gateways that stopped beating.
-        let _: () = client.zremrangebyscore(keys::NODES, "-inf", now_ms() as f64).await?;
+        let _: () = client
+            .zremrangebyscore(keys::NODES, "-inf", now_ms() as f64)
+            .await?;
         let expires = (now_ms() + LIFETIME.as_millis() as u64) as f64;
         let _: () = client
             .zadd(
