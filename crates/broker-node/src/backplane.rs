@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use herald_history::{MemoryHistory, Publication, Retention};
 use herald_protocol::StreamPosition;
 use parking_lot::Mutex;
+use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 
@@ -25,10 +26,30 @@ pub enum BackplaneError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Published {
     /// The publication's place in its stream; `None` when it went nowhere
-    /// (no listener and no history kept) and so was not numbered.
+    /// (no listener and no history kept), or was a repeat.
     pub position: Option<StreamPosition>,
     /// How many nodes had subscribers for the channel.
     pub listeners: usize,
+    /// Set when the publish repeated an idempotency key seen within its
+    /// window: nothing was published, and this is what the first publish
+    /// answered.
+    pub repeat_of: Option<Original>,
+}
+
+/// The answer of the first publish under an idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Original {
+    /// `None` when the first publication went nowhere.
+    pub message_id: Option<String>,
+    pub timestamp_ms: u64,
+}
+
+/// A publish that must happen at most once per key within `window`, per
+/// channel, across the cluster.
+#[derive(Debug, Clone, Copy)]
+pub struct Idempotency<'a> {
+    pub key: &'a str,
+    pub window: std::time::Duration,
 }
 
 #[async_trait]
@@ -39,6 +60,7 @@ pub trait Backplane: Send + Sync + 'static {
         key: &ChannelKey,
         publication: Arc<Publication>,
         retention: Retention,
+        idempotency: Option<Idempotency<'_>>,
         now_ms: u64,
     ) -> Result<Published, BackplaneError>;
 
@@ -66,15 +88,23 @@ const ORDER_SHARDS: usize = 64;
 pub struct MemoryBackplane {
     hub: Arc<Hub>,
     history: Arc<MemoryHistory>,
+    /// (channel id, idempotency key) -> first answer, expiry ms.
+    seen: Mutex<HashMap<(String, String), (Original, u64)>>,
     order: Vec<Mutex<()>>,
     hasher: RandomState,
 }
 
 impl MemoryBackplane {
+    /// Forgets idempotency keys past their window.
+    pub fn sweep(&self, now_ms: u64) {
+        self.seen.lock().retain(|_, (_, expires)| *expires > now_ms);
+    }
+
     pub fn new(hub: Arc<Hub>, history: Arc<MemoryHistory>) -> Self {
         MemoryBackplane {
             hub,
             history,
+            seen: Mutex::new(HashMap::new()),
             order: (0..ORDER_SHARDS).map(|_| Mutex::new(())).collect(),
             hasher: RandomState::new(),
         }
@@ -88,26 +118,43 @@ impl Backplane for MemoryBackplane {
         key: &ChannelKey,
         publication: Arc<Publication>,
         retention: Retention,
+        idempotency: Option<Idempotency<'_>>,
         now_ms: u64,
     ) -> Result<Published, BackplaneError> {
         let id = key.id();
         let _ordered = self.order[(self.hasher.hash_one(id) as usize) % ORDER_SHARDS].lock();
-        let listening = self.hub.has_subscribers(key);
-        if !listening && !retention.keeps_history() {
-            return Ok(Published {
-                position: None,
-                listeners: 0,
-            });
+        let seen_key = idempotency.map(|i| (id.to_owned(), i.key.to_owned()));
+        if let Some(seen_key) = &seen_key {
+            if let Some((original, expires)) = self.seen.lock().get(seen_key) {
+                if *expires > now_ms {
+                    return Ok(Published {
+                        position: None,
+                        listeners: 0,
+                        repeat_of: Some(original.clone()),
+                    });
+                }
+            }
         }
-        let position = self
-            .history
-            .append_now(id, Arc::clone(&publication), retention, now_ms);
-        if listening {
-            self.hub.deliver_publication(id, &publication, &position);
+        let listening = self.hub.has_subscribers(key);
+        let position = (listening || retention.keeps_history()).then(|| {
+            self.history
+                .append_now(id, Arc::clone(&publication), retention, now_ms)
+        });
+        if let (Some(position), true) = (&position, listening) {
+            self.hub.deliver_publication(id, &publication, position);
+        }
+        if let (Some(seen_key), Some(idempotency)) = (seen_key, idempotency) {
+            let original = Original {
+                message_id: position.as_ref().map(|_| publication.message_id.clone()),
+                timestamp_ms: now_ms,
+            };
+            let expires = now_ms + idempotency.window.as_millis() as u64;
+            self.seen.lock().insert(seen_key, (original, expires));
         }
         Ok(Published {
-            position: Some(position),
+            position,
             listeners: usize::from(listening),
+            repeat_of: None,
         })
     }
 

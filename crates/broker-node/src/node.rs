@@ -1,7 +1,7 @@
 //! The node: the operations a gateway calls, over the hub, the backplane,
 //! history and presence chosen at start-up.
 
-use crate::backplane::{Backplane, BackplaneError, MemoryBackplane, Published};
+use crate::backplane::{Backplane, BackplaneError, Idempotency, MemoryBackplane, Published};
 use crate::hub::Hub;
 use crate::key::{ChannelKey, KeyError};
 use crate::outbound::EncodedFrame;
@@ -97,8 +97,9 @@ pub struct Node {
     backplane: Arc<dyn Backplane>,
     history: Arc<dyn HistoryStore>,
     presence: Arc<dyn PresenceStore>,
-    /// Set in embedded mode, where the node itself ages out idle streams.
-    memory_history: Option<Arc<MemoryHistory>>,
+    /// Set in embedded mode, where the node itself ages out idle streams
+    /// and idempotency keys.
+    memory: Option<(Arc<MemoryHistory>, Arc<MemoryBackplane>)>,
 }
 
 impl Node {
@@ -116,9 +117,9 @@ impl Node {
             redis_stats: None,
             presence: Arc::new(MemoryPresence::new(Arc::clone(&hub))),
             hub,
-            backplane,
+            backplane: Arc::clone(&backplane) as Arc<dyn Backplane>,
             history: Arc::clone(&history) as Arc<dyn HistoryStore>,
-            memory_history: Some(history),
+            memory: Some((history, backplane)),
         })
     }
 
@@ -158,7 +159,7 @@ impl Node {
             history: Arc::new(RedisHistory::new(redis)),
             hub,
             backplane,
-            memory_history: None,
+            memory: None,
         }))
     }
 
@@ -350,11 +351,12 @@ impl Node {
         key: &ChannelKey,
         publication: Arc<Publication>,
         retention: Retention,
+        idempotency: Option<Idempotency<'_>>,
         now_ms: u64,
     ) -> Result<Published, NodeError> {
         Ok(self
             .backplane
-            .publish(key, publication, retention, now_ms)
+            .publish(key, publication, retention, idempotency, now_ms)
             .await?)
     }
 
@@ -378,8 +380,9 @@ impl Node {
 
     /// Periodic upkeep: ages out idle in-memory streams.
     pub fn maintain(&self, now_ms: u64) {
-        if let Some(history) = &self.memory_history {
+        if let Some((history, backplane)) = &self.memory {
             history.sweep(now_ms);
+            backplane.sweep(now_ms);
         }
     }
 
@@ -459,7 +462,7 @@ mod tests {
         join(&node, &key, 1, outbound, &member("u"), Recovery::None).await;
         for n in 1..=3 {
             let p = node
-                .publish(&key, publication(n), Retention::NONE, 0)
+                .publish(&key, publication(n), Retention::NONE, None, 0)
                 .await
                 .unwrap();
             assert_eq!(p.position.unwrap().offset, u64::from(n));
@@ -477,7 +480,7 @@ mod tests {
         let node = Node::embedded("n1");
         let key = ChannelKey::new("a", "ch", &Scope::Global, None).unwrap();
         let p = node
-            .publish(&key, publication(1), Retention::NONE, 0)
+            .publish(&key, publication(1), Retention::NONE, None, 0)
             .await
             .unwrap();
         assert_eq!(p.position, None);
@@ -485,7 +488,10 @@ mod tests {
             size: 10,
             ttl: Duration::from_secs(60),
         };
-        let p = node.publish(&key, publication(2), keep, 0).await.unwrap();
+        let p = node
+            .publish(&key, publication(2), keep, None, 0)
+            .await
+            .unwrap();
         assert!(p.position.is_some());
     }
 
@@ -499,7 +505,7 @@ mod tests {
         join(&node, &key, 2, fast, &member("b"), Recovery::None).await;
         while fast_rx.try_recv().is_ok() {}
         for n in 0..10 {
-            node.publish(&key, publication(n), Retention::NONE, 0)
+            node.publish(&key, publication(n), Retention::NONE, None, 0)
                 .await
                 .unwrap();
         }
@@ -519,7 +525,10 @@ mod tests {
         let key = ChannelKey::new("a", "ch", &Scope::Global, None).unwrap();
         let mut epoch = String::new();
         for n in 1..=5 {
-            let p = node.publish(&key, publication(n), KEEP, 0).await.unwrap();
+            let p = node
+                .publish(&key, publication(n), KEEP, None, 0)
+                .await
+                .unwrap();
             epoch = p.position.unwrap().epoch;
         }
         let (outbound, _rx, _kick) = Outbound::new(16);
@@ -555,7 +564,9 @@ mod tests {
     async fn subscribe_since_an_unknown_epoch_replays_nothing() {
         let node = Node::embedded("n1");
         let key = ChannelKey::new("a", "ch", &Scope::Global, None).unwrap();
-        node.publish(&key, publication(1), KEEP, 0).await.unwrap();
+        node.publish(&key, publication(1), KEEP, None, 0)
+            .await
+            .unwrap();
         let (outbound, _rx, _kick) = Outbound::new(16);
         let since = StreamPosition {
             epoch: "gone".into(),

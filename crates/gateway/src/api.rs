@@ -175,9 +175,12 @@ async fn try_publish(
         &app,
         &Identity::System,
         &key,
-        req.event,
-        Arc::from(req.payload),
-        "http",
+        realtime::Outgoing {
+            event: req.event,
+            payload: Arc::from(req.payload),
+            idempotency_key: req.options.idempotency_key.as_deref(),
+            surface: "http",
+        },
     )
     .await?;
     Ok(PublishResult {

@@ -47,6 +47,9 @@ pub struct Config {
     /// Most publications a `subscribe` replays (`since` or
     /// `replaySeconds`); a longer gap is answered with `recovered: false`.
     pub recovery_max_publications: usize,
+    /// How long an `idempotencyKey` is remembered per channel: a publish
+    /// repeating it within this window is not published again.
+    pub idempotency_window_seconds: u64,
     /// In a cluster: how long a connection's presence outlives its
     /// gateway's last heartbeat. A gateway that dies has its members leave
     /// within about this long.
@@ -84,6 +87,7 @@ impl Default for Config {
             history_max_limit: 1000,
             recovery_max_publications: 1000,
             presence_ttl_seconds: 30,
+            idempotency_window_seconds: 300,
             log_level: "info".into(),
             log_format: LogFormat::Text,
             apps: Vec::new(),

@@ -4,6 +4,7 @@
 
 use crate::auth::{verify_channel_token, App, Identity};
 use crate::state::{now_ms, AppState};
+use herald_broker_node::backplane::Idempotency;
 use herald_broker_node::key::validate_event_name;
 use herald_broker_node::{ChannelKey, KeyError, Scope};
 use herald_history::Publication;
@@ -13,7 +14,10 @@ use herald_rate_limiter::Decision;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// Longest `idempotencyKey` accepted, in bytes.
+pub const MAX_IDEMPOTENCY_KEY: usize = 128;
 
 /// What a channel request is for; decides which checks apply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,16 +135,30 @@ pub struct Accepted {
     pub event_timestamp: Option<String>,
 }
 
+/// What a caller asks to publish.
+pub struct Outgoing<'a> {
+    /// Default `"message"`.
+    pub event: Option<String>,
+    pub payload: Arc<RawValue>,
+    pub idempotency_key: Option<&'a str>,
+    /// `ws` or `http`, for metrics.
+    pub surface: &'static str,
+}
+
 /// Publishes on a resolved channel.
 pub async fn publish(
     state: &AppState,
     app: &App,
     identity: &Identity,
     key: &ChannelKey,
-    event: Option<String>,
-    payload: Arc<RawValue>,
-    surface: &'static str,
+    outgoing: Outgoing<'_>,
 ) -> Result<Accepted, ErrorBody> {
+    let Outgoing {
+        event,
+        payload,
+        idempotency_key,
+        surface,
+    } = outgoing;
     let started = Instant::now();
     let event = event.unwrap_or_else(|| "message".to_owned());
     validate_event_name(&event).map_err(key_error)?;
@@ -154,6 +172,18 @@ pub async fn publish(
             ),
         ));
     }
+    if let Some(k) = idempotency_key {
+        if k.is_empty() || k.len() > MAX_IDEMPOTENCY_KEY {
+            return Err(error(
+                ErrorCode::RealtimeInvalidChannelRequest,
+                format!("idempotencyKey must be 1 to {MAX_IDEMPOTENCY_KEY} bytes"),
+            ));
+        }
+    }
+    let idempotency = idempotency_key.map(|key| Idempotency {
+        key,
+        window: Duration::from_secs(state.config.idempotency_window_seconds),
+    });
     let now = now_ms();
     let publication = Arc::new(Publication {
         message_id: format!("m-{}", uuid::Uuid::new_v4().simple()),
@@ -166,12 +196,28 @@ pub async fn publish(
     });
     let published = state
         .node
-        .publish(key, Arc::clone(&publication), app.retention, now)
+        .publish(
+            key,
+            Arc::clone(&publication),
+            app.retention,
+            idempotency,
+            now,
+        )
         .await
         .map_err(|e| {
             tracing::warn!(error = %e, channel = key.name(), app = app.id(), "publish failed");
             error(ErrorCode::PublishFailed, "")
         })?;
+    if let Some(first) = published.repeat_of {
+        // Published before under this key: answer as the first time.
+        return Ok(Accepted {
+            event_timestamp: first
+                .message_id
+                .as_ref()
+                .map(|_| timestamp_string(first.timestamp_ms)),
+            event_id: first.message_id,
+        });
+    }
     state.metrics.published.with_label_values(&[surface]).inc();
     state
         .metrics

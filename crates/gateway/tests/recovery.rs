@@ -157,3 +157,23 @@ async fn replay_seconds_returns_the_window() {
         .await;
     assert_eq!(r["publications"].as_array().unwrap().len(), 3);
 }
+
+#[tokio::test]
+async fn idempotent_publish_in_embedded_mode() {
+    let h = Herald::start().await;
+    let mut sub = h.user("app1", "s", json!({})).await;
+    sub.subscribe("once").await;
+    let mut p = h.user("app1", "p", json!({})).await;
+    let frame = json!({"type":"publish","channel":"once","payload":1,"idempotencyKey":"k"});
+    let first = p.ok(frame.clone()).await;
+    let second = p.ok(frame).await;
+    assert_eq!(first["eventId"], second["eventId"]);
+    assert_eq!(sub.expect("event").await["payload"], 1);
+    sub.expect_no_event(Duration::from_millis(300)).await;
+    let long = "k".repeat(200);
+    p.fails(
+        json!({"type":"publish","channel":"once","payload":1,"idempotencyKey":long}),
+        "REALTIME_INVALID_CHANNEL_REQUEST",
+    )
+    .await;
+}

@@ -23,6 +23,9 @@ pub struct PublishRequest {
 pub struct PublishOptions {
     pub token: Option<String>,
     pub context_overrides: Option<Vec<String>>,
+    /// A repeat of this key on the same channel within the idempotency
+    /// window is not published again.
+    pub idempotency_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

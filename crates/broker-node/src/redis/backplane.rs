@@ -15,11 +15,12 @@
 //! say) is repaired rather than trusted.
 
 use super::{keys, new_epoch, Redis};
-use crate::backplane::{Backplane, BackplaneError, Published};
+use crate::backplane::{Backplane, BackplaneError, Idempotency, Original, Published};
 use crate::hub::{Hub, PresenceKind};
 use crate::key::ChannelKey;
 use async_trait::async_trait;
 use fred::interfaces::EventInterface;
+use fred::prelude::Value;
 use fred::types::Message;
 use herald_history::{Publication, Retention};
 use herald_protocol::server::Member;
@@ -139,6 +140,7 @@ impl Backplane for RedisBackplane {
         key: &ChannelKey,
         publication: Arc<Publication>,
         retention: Retention,
+        idempotency: Option<Idempotency<'_>>,
         now_ms: u64,
     ) -> Result<Published, BackplaneError> {
         let id = key.id();
@@ -149,31 +151,49 @@ impl Backplane for RedisBackplane {
         } else {
             0
         };
-        let result: (u64, String, i64) = self
+        let mut keys = vec![keys::meta(id), keys::stream(id)];
+        let mut args: Vec<Value> = vec![
+            keys::topic(id).into(),
+            body.into(),
+            (size as i64).into(),
+            (retention.ttl.as_millis().max(1) as i64).into(),
+            (now_ms as i64).into(),
+            new_epoch().into(),
+            self.redis.publish_command().into(),
+        ];
+        if let Some(idempotency) = idempotency {
+            keys.push(keys::idempotency(id, idempotency.key));
+            args.push((idempotency.window.as_millis().max(1) as i64).into());
+            args.push(publication.message_id.as_str().into());
+        }
+        let (offset, epoch, receivers): (i64, String, i64) = self
             .redis
-            .eval(
-                &self.redis.scripts.publish,
-                vec![keys::meta(id), keys::stream(id)],
-                vec![
-                    keys::topic(id).into(),
-                    body.into(),
-                    (size as i64).into(),
-                    (retention.ttl.as_millis().max(1) as i64).into(),
-                    (now_ms as i64).into(),
-                    new_epoch().into(),
-                    self.redis.publish_command().into(),
-                ],
-            )
+            .eval(&self.redis.scripts.publish, keys, args)
             .await
             .map_err(|e| {
                 self.stats.errors.fetch_add(1, Ordering::Relaxed);
                 BackplaneError::Unavailable(e)
             })?;
-        let (offset, epoch, receivers) = result;
+        if offset < 0 {
+            // A repeat: `epoch` holds the first answer.
+            let (message_id, at) = epoch.split_once(' ').unwrap_or(("-", "0"));
+            return Ok(Published {
+                position: None,
+                listeners: 0,
+                repeat_of: Some(Original {
+                    message_id: (message_id != "-").then(|| message_id.to_owned()),
+                    timestamp_ms: at.parse().unwrap_or(0),
+                }),
+            });
+        }
         let listeners = receivers.max(0) as usize;
         Ok(Published {
-            position: (listeners > 0 || size > 0).then_some(StreamPosition { epoch, offset }),
+            position: (listeners > 0 || size > 0).then_some(StreamPosition {
+                epoch,
+                offset: offset as u64,
+            }),
             listeners,
+            repeat_of: None,
         })
     }
 

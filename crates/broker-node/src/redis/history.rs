@@ -64,7 +64,8 @@ impl HistoryStore for RedisHistory {
                 vec![keys::meta(stream), keys::stream(stream)],
                 vec![
                     (after as i64).into(),
-                    (limit.min(i64::MAX as usize) as i64).into(),
+                    // Lua numbers are doubles: keep the count exact.
+                    (limit.min(1 << 30) as i64).into(),
                     (oldest as i64).into(),
                 ],
             )

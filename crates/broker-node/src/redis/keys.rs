@@ -16,6 +16,12 @@ pub fn stream(channel: &str) -> String {
     format!("herald:{{{channel}}}:s")
 }
 
+/// The first answer to a publish with this idempotency key:
+/// `<message id or -> <ms>`, kept for the idempotency window.
+pub fn idempotency(channel: &str, key: &str) -> String {
+    format!("herald:{{{channel}}}:i:{key}")
+}
+
 /// The channel's pub/sub topic (shard channel on Redis Cluster).
 pub fn topic(channel: &str) -> String {
     format!("herald:{{{channel}}}:t")

@@ -135,8 +135,8 @@ impl Session {
                 channel,
                 event,
                 payload,
-                ..
-            } => self.publish(channel, event, payload).await,
+                idempotency_key,
+            } => self.publish(channel, event, payload, idempotency_key).await,
             Request::Presence { channel } => self.presence(channel).await,
             Request::History {
                 channel,
@@ -290,6 +290,7 @@ impl Session {
         channel: ChannelRef,
         event: Option<String>,
         payload: Box<serde_json::value::RawValue>,
+        idempotency_key: Option<String>,
     ) -> Result<Reply, ErrorBody> {
         let key = self.resolve(&channel, Operation::Publish)?;
         if self.app.config.publish_requires_subscription
@@ -305,9 +306,12 @@ impl Session {
             &self.app,
             &self.identity,
             &key,
-            event,
-            Arc::from(payload),
-            "ws",
+            realtime::Outgoing {
+                event,
+                payload: Arc::from(payload),
+                idempotency_key: idempotency_key.as_deref(),
+                surface: "ws",
+            },
         )
         .await?;
         Ok(Reply {

@@ -6,10 +6,20 @@
 -- ARGV[1] topic   ARGV[2] publication body (JSON)   ARGV[3] history size
 -- ARGV[4] ttl ms  ARGV[5] now ms   ARGV[6] epoch to use if the stream is new
 -- ARGV[7] PUBLISH or SPUBLISH
--- Returns {offset, epoch, receivers}.
+-- With an idempotency key: KEYS[3] the key's record, ARGV[8] its window in
+-- ms, ARGV[9] the publication's message id.
+-- Returns {offset, epoch, receivers}, or {-1, "<message id or -> <ms>", 0}
+-- when the idempotency key was already used within its window.
 local meta, stream = KEYS[1], KEYS[2]
 local topic, body = ARGV[1], ARGV[2]
 local size, ttl, now = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+
+if KEYS[3] then
+  local first = redis.call('GET', KEYS[3])
+  if first then
+    return {-1, first, 0}
+  end
+end
 
 local epoch = redis.call('HGET', meta, 'e')
 if not epoch then
@@ -26,4 +36,9 @@ if size > 0 then
   redis.call('PEXPIRE', stream, ttl)
 end
 local receivers = redis.call(ARGV[7], topic, 'p ' .. offset .. ' ' .. epoch .. ' ' .. body)
+if KEYS[3] then
+  local id = '-'
+  if receivers > 0 or size > 0 then id = ARGV[9] end
+  redis.call('SET', KEYS[3], id .. ' ' .. now, 'PX', ARGV[8])
+end
 return {offset, epoch, receivers}
