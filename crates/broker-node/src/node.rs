@@ -9,6 +9,7 @@ use crate::outbound::Subscriber;
 use crate::presence::{MemoryPresence, PresenceError, PresenceStore};
 use crate::redis::backplane::{BackplaneStats, RedisBackplane};
 use crate::redis::history::RedisHistory;
+use crate::redis::limits::RedisLimits;
 use crate::redis::presence::RedisPresence;
 use crate::redis::registry::{NodeInfo, Registry};
 use crate::redis::Redis;
@@ -17,6 +18,7 @@ use herald_history::{
 };
 use herald_protocol::server::Member;
 use herald_protocol::StreamPosition;
+use herald_rate_limiter::SharedStore;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -93,6 +95,7 @@ pub struct Node {
     pub connections: Arc<AtomicUsize>,
     registry: Option<Arc<Registry>>,
     redis_stats: Option<Arc<BackplaneStats>>,
+    shared_limits: Option<Arc<RedisLimits>>,
     hub: Arc<Hub>,
     backplane: Arc<dyn Backplane>,
     history: Arc<dyn HistoryStore>,
@@ -115,6 +118,7 @@ impl Node {
             connections: Arc::new(AtomicUsize::new(0)),
             registry: None,
             redis_stats: None,
+            shared_limits: None,
             presence: Arc::new(MemoryPresence::new(Arc::clone(&hub))),
             hub,
             backplane: Arc::clone(&backplane) as Arc<dyn Backplane>,
@@ -149,10 +153,15 @@ impl Node {
             },
             Arc::clone(&connections),
         );
+        let shared_limits = Arc::new(RedisLimits::new(
+            Arc::clone(&redis),
+            Arc::clone(&registry.live),
+        ));
         Ok(Arc::new(Node {
             id,
             started_at_ms,
             connections,
+            shared_limits: Some(shared_limits),
             registry: Some(registry),
             redis_stats: Some(Arc::clone(&backplane.stats)),
             presence: RedisPresence::start(Arc::clone(&redis), options.presence_ttl),
@@ -194,6 +203,13 @@ impl Node {
         if let Some(registry) = &self.registry {
             registry.deregister(&self.id).await;
         }
+    }
+
+    /// Where cluster-wide rate limits live, in a cluster.
+    pub fn shared_limits(&self) -> Option<Arc<dyn SharedStore>> {
+        self.shared_limits
+            .clone()
+            .map(|s| s as Arc<dyn SharedStore>)
     }
 
     /// The Redis backplane's health counters, in a cluster.

@@ -12,6 +12,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use herald_protocol::api::{PublishRequest, PublishResult, TokenRequest, TokenResult};
 use herald_protocol::{ErrorBody, ErrorCode};
+use herald_rate_limiter::Decision;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::sync::Arc;
@@ -40,14 +41,52 @@ pub fn api_key(headers: &HeaderMap) -> Option<&str> {
 struct ApiError {
     error: ErrorBody,
     status: StatusCode,
+    /// The app's burst, for `X-RateLimit-Limit` on a 429.
+    limit: Option<u32>,
 }
 
 impl From<ErrorBody> for ApiError {
     fn from(error: ErrorBody) -> Self {
         let status =
             StatusCode::from_u16(error.code.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
-        ApiError { error, status }
+        ApiError {
+            error,
+            status,
+            limit: None,
+        }
     }
+}
+
+/// `?` on a realtime error inside a call of `app`.
+fn for_app(app: &App) -> impl Fn(ErrorBody) -> ApiError + '_ {
+    move |error| ApiError {
+        limit: Some(app.config.ops_burst.max(1)),
+        ..ApiError::from(error)
+    }
+}
+
+fn set_header(response: &mut Response, name: &'static str, value: u64) {
+    if let Ok(v) = HeaderValue::from_str(&value.to_string()) {
+        response.headers_mut().insert(name, v);
+    }
+}
+
+/// `X-RateLimit-*` headers of an allowed call.
+fn with_limit(mut response: Response, decision: Option<Decision>) -> Response {
+    if let Some(d) = decision.filter(|d| d.limit != u32::MAX) {
+        set_header(&mut response, "x-ratelimit-limit", u64::from(d.limit));
+        set_header(
+            &mut response,
+            "x-ratelimit-remaining",
+            u64::from(d.remaining),
+        );
+        set_header(
+            &mut response,
+            "x-ratelimit-reset",
+            d.reset_after.as_secs_f64().ceil() as u64,
+        );
+    }
+    response
 }
 
 impl ApiError {
@@ -58,8 +97,11 @@ impl ApiError {
         let mut response = (self.status, Json(shape(self.error))).into_response();
         if let Some(ms) = retry {
             let secs = ms.div_ceil(1000).max(1);
-            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-                response.headers_mut().insert(header::RETRY_AFTER, v);
+            set_header(&mut response, "retry-after", secs);
+            set_header(&mut response, "x-ratelimit-remaining", 0);
+            set_header(&mut response, "x-ratelimit-reset", secs);
+            if let Some(limit) = self.limit {
+                set_header(&mut response, "x-ratelimit-limit", u64::from(limit));
             }
         }
         response
@@ -89,6 +131,7 @@ fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Arc<App>, ApiEr
         .ok_or_else(|| ApiError {
             error: error(ErrorCode::Unauthorized, ""),
             status: StatusCode::UNAUTHORIZED,
+            limit: None,
         })
 }
 
@@ -142,7 +185,7 @@ async fn publish(
     global: bool,
 ) -> Response {
     match try_publish(&state, &headers, body, global).await {
-        Ok(result) => Json(result).into_response(),
+        Ok((result, decision)) => with_limit(Json(result).into_response(), decision),
         Err(e) => e.into_response(&state, publish_failure),
     }
 }
@@ -152,7 +195,7 @@ async fn try_publish(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
     global: bool,
-) -> Result<PublishResult, ApiError> {
+) -> Result<(PublishResult, Option<Decision>), ApiError> {
     let app = authenticate(state, headers)?;
     let req: PublishRequest = parse_body(state, body)?;
     if global && req.context.is_some() {
@@ -169,7 +212,9 @@ async fn try_publish(
         context_overrides: req.options.context_overrides.as_deref(),
         context: req.context.clone().unwrap_or_default(),
     };
-    let key = realtime::resolve(state, &app, &spec, Operation::Publish)?;
+    let (key, decision) = realtime::resolve(state, &app, &spec, Operation::Publish)
+        .await
+        .map_err(for_app(&app))?;
     let accepted = realtime::publish(
         state,
         &app,
@@ -183,11 +228,12 @@ async fn try_publish(
         },
     )
     .await?;
-    Ok(PublishResult {
+    let result = PublishResult {
         event_id: accepted.event_id,
         event_timestamp: accepted.event_timestamp,
         errors: Vec::new(),
-    })
+    };
+    Ok((result, decision))
 }
 
 async fn token(
@@ -195,23 +241,23 @@ async fn token(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    match try_token(&state, &headers, body) {
-        Ok(result) => Json(result).into_response(),
+    match try_token(&state, &headers, body).await {
+        Ok((result, decision)) => with_limit(Json(result).into_response(), Some(decision)),
         Err(e) => e.into_response(&state, token_failure),
     }
 }
 
-fn try_token(
+async fn try_token(
     state: &AppState,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<TokenResult, ApiError> {
+) -> Result<(TokenResult, Decision), ApiError> {
     let app = authenticate(state, headers)?;
     let req: TokenRequest = parse_body(state, body).map_err(|e| match e.code {
         ErrorCode::PayloadTooLarge => e,
         _ => error(ErrorCode::TokenSigningFailed, ""),
     })?;
-    charge(state, &app)?;
+    let decision = charge(state, &app).await.map_err(for_app(&app))?;
     let ttl = req
         .ttl_seconds
         .unwrap_or(state.config.token_default_ttl_seconds);
@@ -226,11 +272,12 @@ fn try_token(
         ttl,
         now_ms() / 1000,
     )?;
-    Ok(TokenResult {
+    let result = TokenResult {
         token: Some(token),
         expires_at: Some(expires_at),
         errors: Vec::new(),
-    })
+    };
+    Ok((result, decision))
 }
 
 /// `GET /api/v1/nodes`: the live gateways of the cluster.

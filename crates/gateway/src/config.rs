@@ -47,6 +47,21 @@ pub struct Config {
     /// Most publications a `subscribe` replays (`since` or
     /// `replaySeconds`); a longer gap is answered with `recovered: false`.
     pub recovery_max_publications: usize,
+    /// Inbound frames one connection may send per second, and at once. A
+    /// frame over the limit is answered with `RATE_LIMIT_EXCEEDED` and not
+    /// handled. 0 disables the limit.
+    pub connection_frames_per_second: u32,
+    pub connection_frames_burst: u32,
+    /// Frames refused for rate in a row after which the connection is
+    /// closed (4010, no reconnect).
+    pub flood_disconnect_after: u32,
+    /// New WebSocket connections per client IP per second at this gateway,
+    /// and at once; over it the upgrade gets HTTP 429. 0 disables.
+    pub connections_per_second_per_ip: u32,
+    pub connections_burst_per_ip: u32,
+    /// Take the client IP from the first `X-Forwarded-For` entry (behind a
+    /// trusted load balancer) instead of the peer address.
+    pub trust_forwarded_for: bool,
     /// How long an `idempotencyKey` is remembered per channel: a publish
     /// repeating it within this window is not published again.
     pub idempotency_window_seconds: u64,
@@ -88,6 +103,12 @@ impl Default for Config {
             recovery_max_publications: 1000,
             presence_ttl_seconds: 30,
             idempotency_window_seconds: 300,
+            connection_frames_per_second: 1000,
+            connection_frames_burst: 2000,
+            flood_disconnect_after: 1000,
+            connections_per_second_per_ip: 100,
+            connections_burst_per_ip: 200,
+            trust_forwarded_for: false,
             log_level: "info".into(),
             log_format: LogFormat::Text,
             apps: Vec::new(),

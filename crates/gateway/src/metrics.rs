@@ -25,6 +25,9 @@ pub struct Metrics {
     pub published: IntCounterVec,
     pub errors: IntCounterVec,
     pub publish_seconds: Histogram,
+    pub ratelimit_checks: IntCounterVec,
+    pub ratelimit_rejections: IntCounterVec,
+    pub ratelimit_fallback: IntGauge,
 }
 
 fn register<C: Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
@@ -85,6 +88,33 @@ impl Metrics {
                     .buckets(vec![
                         0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
                     ]),
+                )
+                .expect("static metric definition"),
+            ),
+            ratelimit_checks: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new("herald_ratelimit_checks_total", "Rate-limit checks, by limit (ops, frames, connections)"),
+                    &["limit"],
+                )
+                .expect("static metric definition"),
+            ),
+            ratelimit_rejections: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "herald_ratelimit_rejections_total",
+                        "Requests refused by a rate limit, by limit and app (`-` where no app is known)",
+                    ),
+                    &["limit", "app"],
+                )
+                .expect("static metric definition"),
+            ),
+            ratelimit_fallback: register(
+                &registry,
+                IntGauge::new(
+                    "herald_ratelimit_fallback",
+                    "1 while cluster-wide limits are enforced as a local share because Redis is unreachable",
                 )
                 .expect("static metric definition"),
             ),

@@ -56,15 +56,29 @@ pub fn error(code: ErrorCode, detail: impl Into<String>) -> ErrorBody {
 }
 
 /// Takes one realtime operation from the app's allowance.
-pub fn charge(state: &AppState, app: &App) -> Result<(), ErrorBody> {
-    match state.ops_limiter.check(app.id()) {
-        Decision::Allowed => Ok(()),
-        Decision::Denied { retry_after } => {
-            let mut e = error(ErrorCode::RateLimitExceeded, "");
-            e.retry_after_ms = Some(retry_after.as_millis().max(1) as u64);
-            Err(e)
-        }
+pub async fn charge(state: &AppState, app: &App) -> Result<Decision, ErrorBody> {
+    let decision = state.ops.check(app.id()).await;
+    state
+        .metrics
+        .ratelimit_checks
+        .with_label_values(&["ops"])
+        .inc();
+    if decision.allowed {
+        return Ok(decision);
     }
+    state
+        .metrics
+        .ratelimit_rejections
+        .with_label_values(&["ops", app.id()])
+        .inc();
+    Err(rate_limited(decision))
+}
+
+/// `RATE_LIMIT_EXCEEDED` with its retry hint.
+pub fn rate_limited(decision: Decision) -> ErrorBody {
+    let mut e = error(ErrorCode::RateLimitExceeded, "");
+    e.retry_after_ms = Some(decision.retry_after.as_millis().max(1) as u64);
+    e
 }
 
 /// Checks a channel request and resolves the key it meets others on.
@@ -72,19 +86,20 @@ pub fn charge(state: &AppState, app: &App) -> Result<(), ErrorBody> {
 /// The order is Forge's: the channel token is prevalidated first, and a
 /// request it rejects does not count toward the rate limit; everything
 /// rejected after the limit is charged has counted.
-pub fn resolve(
+pub async fn resolve(
     state: &AppState,
     app: &App,
     spec: &ChannelSpec<'_>,
     op: Operation,
-) -> Result<ChannelKey, ErrorBody> {
+) -> Result<(ChannelKey, Option<Decision>), ErrorBody> {
     let grant = match spec.token {
         Some(token) => Some(verify_channel_token(app, token, spec.channel)?),
         None => None,
     };
-    if op.counted() {
-        charge(state, app)?;
-    }
+    let decision = match op.counted() {
+        true => Some(charge(state, app).await?),
+        false => None,
+    };
     if let Some(grant) = &grant {
         if !grant.allows(op.permission()) {
             return Err(error(ErrorCode::Unauthorized, ""));
@@ -118,7 +133,8 @@ pub fn resolve(
         }
     };
     let claims = grant.as_ref().map(|g| &g.claims);
-    ChannelKey::new(app.id(), spec.channel, &scope, claims).map_err(key_error)
+    let key = ChannelKey::new(app.id(), spec.channel, &scope, claims).map_err(key_error)?;
+    Ok((key, decision))
 }
 
 pub fn key_error(e: KeyError) -> ErrorBody {

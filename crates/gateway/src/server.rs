@@ -38,6 +38,10 @@ async fn ready(State(state): State<Arc<AppState>>) -> impl IntoResponse {
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    state
+        .metrics
+        .ratelimit_fallback
+        .set(i64::from(state.ops.in_fallback()));
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),
@@ -128,7 +132,9 @@ impl Server {
         let listener = self.listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         });
-        axum::serve(listener, router(Arc::clone(&state)))
+        let app = router(Arc::clone(&state))
+            .into_make_service_with_connect_info::<std::net::SocketAddr>();
+        axum::serve(listener, app)
             .with_graceful_shutdown(async move { graceful.cancelled().await })
             .await?;
         state.connections.close();
@@ -154,6 +160,7 @@ async fn upkeep(state: Arc<AppState>) {
     loop {
         tick.tick().await;
         state.node.maintain(now_ms());
+        state.connects.forget_idle();
     }
 }
 

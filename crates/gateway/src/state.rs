@@ -4,7 +4,8 @@ use crate::auth::Apps;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use herald_broker_node::Node;
-use herald_rate_limiter::{Limit, LocalLimiter};
+use herald_rate_limiter::{ClusterLimiter, Decision, KeyedLimiter, Limit, LocalLimiter};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -16,7 +17,9 @@ pub struct AppState {
     pub node: Arc<Node>,
     pub apps: Apps,
     /// Realtime operations per app (subscribe, publish, token signing).
-    pub ops_limiter: LocalLimiter,
+    pub ops: OpsLimiter,
+    /// New WebSocket connections per client IP, at this gateway.
+    pub connects: KeyedLimiter<IpAddr>,
     pub metrics: Metrics,
     /// Cancelled when the server starts shutting down.
     pub shutdown: CancellationToken,
@@ -30,7 +33,7 @@ pub struct AppState {
 impl AppState {
     pub fn new(config: Config, node: Arc<Node>, address: String) -> Result<Arc<AppState>, String> {
         let apps = Apps::new(&config.apps)?;
-        let ops_limiter = LocalLimiter::new(config.apps.iter().map(|a| {
+        let limits = config.apps.iter().map(|a| {
             (
                 a.id.as_str(),
                 Limit {
@@ -38,13 +41,22 @@ impl AppState {
                     burst: a.ops_burst.max(1),
                 },
             )
-        }));
+        });
+        let ops = match node.shared_limits() {
+            Some(store) => OpsLimiter::Cluster(ClusterLimiter::new(store, limits)),
+            None => OpsLimiter::Local(LocalLimiter::new(limits)),
+        };
+        let connects = KeyedLimiter::new(Limit {
+            per_second: config.connections_per_second_per_ip,
+            burst: config.connections_burst_per_ip.max(1),
+        });
         Ok(Arc::new(AppState {
             metrics: Metrics::new(Arc::clone(&node)),
             config,
             node,
             apps,
-            ops_limiter,
+            ops,
+            connects,
             shutdown: CancellationToken::new(),
             connections: TaskTracker::new(),
             address,
@@ -63,4 +75,25 @@ pub fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+/// An app's operation limit: local in embedded mode, cluster-wide (with a
+/// local fallback) in a cluster.
+pub enum OpsLimiter {
+    Local(LocalLimiter),
+    Cluster(ClusterLimiter),
+}
+
+impl OpsLimiter {
+    pub async fn check(&self, app: &str) -> Decision {
+        match self {
+            OpsLimiter::Local(l) => l.check(app),
+            OpsLimiter::Cluster(c) => c.check(app).await,
+        }
+    }
+
+    /// Whether cluster-wide limits are answered locally for now.
+    pub fn in_fallback(&self) -> bool {
+        matches!(self, OpsLimiter::Cluster(c) if c.in_fallback())
+    }
 }

@@ -47,6 +47,12 @@ pub fn presence_counts(channel: &str) -> String {
 /// every gateway sweeps the ones that are due.
 pub const PRESENCE_INDEX: &str = "herald:presence";
 
+/// GCRA state (theoretical arrival time, µs) of a cluster-wide limit;
+/// `limit` names it, e.g. `ops:app1`.
+pub fn rate_limit(limit: &str) -> String {
+    format!("herald:rl:{{{limit}}}")
+}
+
 /// Live gateways -> ms at which their registration expires.
 pub const NODES: &str = "herald:nodes";
 

@@ -11,6 +11,7 @@
 //! - [`presence`]: cluster-wide members, refreshed by each gateway's
 //!   heartbeat and swept when a gateway stops refreshing.
 //! - [`registry`]: live gateways.
+//! - [`limits`]: cluster-wide GCRA rate limits (`lua/gcra.lua`).
 //!
 //! Standalone Redis uses `PUBLISH`/`SUBSCRIBE`; Redis Cluster uses sharded
 //! pub/sub (`SPUBLISH`/`SSUBSCRIBE`) on hash-tagged topics.
@@ -18,6 +19,7 @@
 pub mod backplane;
 pub mod history;
 pub mod keys;
+pub mod limits;
 pub mod presence;
 pub mod registry;
 

@@ -32,6 +32,8 @@ fn now_ms() -> u64 {
 
 pub struct Registry {
     redis: Arc<Redis>,
+    /// Live gateways at the last heartbeat (this one included).
+    pub live: Arc<AtomicUsize>,
 }
 
 impl Registry {
@@ -42,7 +44,10 @@ impl Registry {
         info: NodeInfo,
         connections: Arc<AtomicUsize>,
     ) -> Arc<Registry> {
-        let registry = Arc::new(Registry { redis });
+        let registry = Arc::new(Registry {
+            redis,
+            live: Arc::new(AtomicUsize::new(1)),
+        });
         let beating = Arc::clone(&registry);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(HEARTBEAT);

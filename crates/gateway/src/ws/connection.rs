@@ -4,14 +4,17 @@
 
 use super::session::Session;
 use crate::auth::{App, Identity};
+use crate::realtime::rate_limited;
 use crate::state::AppState;
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use herald_broker_node::outbound::Kick;
 use herald_broker_node::{EncodedFrame, Outbound};
+use herald_protocol::client;
 use herald_protocol::server::{Connected, DisconnectReason, ServerFrame};
 use herald_protocol::{ErrorBody, ErrorCode};
+use herald_rate_limiter::{Cell, Decision, Limit};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use std::sync::Arc;
@@ -86,6 +89,12 @@ async fn read_loop(
     writer: &mut tokio::task::JoinHandle<()>,
 ) {
     let liveness = Duration::from_millis(state.config.ping_interval_ms * 2 + 1000);
+    let frames = Cell::new(Limit {
+        per_second: state.config.connection_frames_per_second,
+        burst: state.config.connection_frames_burst.max(1),
+    });
+    // Frames refused in a row; a client that keeps flooding is closed.
+    let mut refused_in_a_row = 0u32;
     loop {
         let expiry = session.expiry();
         let frame = tokio::select! {
@@ -107,18 +116,44 @@ async fn read_loop(
                 return;
             }
             Ok(None) => return,
-            Ok(Some(Ok(message))) => match message {
-                Message::Text(text) => session.handle_text(text.as_str()).await,
-                Message::Binary(_) => {
-                    let e = ErrorBody::new(
-                        ErrorCode::RealtimeInvalidChannelRequest,
-                        "binary frames are not supported; send JSON text frames",
-                    );
-                    session.answer_error(None, None, e).await;
+            Ok(Some(Ok(message))) if counts_toward_limit(&message) && frames.is_some() => {
+                let decision = frames
+                    .as_ref()
+                    .map(Cell::check)
+                    .unwrap_or(Decision::UNLIMITED);
+                state
+                    .metrics
+                    .ratelimit_checks
+                    .with_label_values(&["frames"])
+                    .inc();
+                if decision.allowed {
+                    refused_in_a_row = 0;
+                    handle_message(session, message).await;
+                    continue;
                 }
-                Message::Close(_) => return,
-                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
-            },
+                refused_in_a_row += 1;
+                state
+                    .metrics
+                    .ratelimit_rejections
+                    .with_label_values(&["frames", session.app_id()])
+                    .inc();
+                if refused_in_a_row > state.config.flood_disconnect_after {
+                    kick.kick(DisconnectReason::Flood);
+                    return;
+                }
+                if refused_in_a_row == 1 {
+                    // Told once per streak: answering every flooded frame
+                    // would only flood the other way.
+                    let id = match &message {
+                        Message::Text(t) => client::salvage_id(t.as_str()),
+                        _ => None,
+                    };
+                    session.answer_error(id, None, rate_limited(decision)).await;
+                }
+            }
+            Ok(Some(Ok(Message::Close(_)))) => return,
+            Ok(Some(Ok(message))) => handle_message(session, message).await,
+
             Ok(Some(Err(WsError::Capacity(CapacityError::MessageTooLong { .. })))) => {
                 kick.kick(DisconnectReason::MessageTooBig);
                 return;
@@ -128,6 +163,24 @@ async fn read_loop(
                 return;
             }
         }
+    }
+}
+
+fn counts_toward_limit(message: &Message) -> bool {
+    matches!(message, Message::Text(_) | Message::Binary(_))
+}
+
+async fn handle_message(session: &mut Session, message: Message) {
+    match message {
+        Message::Text(text) => session.handle_text(text.as_str()).await,
+        Message::Binary(_) => {
+            let e = ErrorBody::new(
+                ErrorCode::RealtimeInvalidChannelRequest,
+                "binary frames are not supported; send JSON text frames",
+            );
+            session.answer_error(None, None, e).await;
+        }
+        Message::Ping(_) | Message::Pong(_) | Message::Frame(_) | Message::Close(_) => {}
     }
 }
 

@@ -11,7 +11,7 @@ mod session;
 use crate::auth::{verify_user_token, App, Identity};
 use crate::state::AppState;
 use axum::body::Body;
-use axum::extract::{Query, Request, State};
+use axum::extract::{ConnectInfo, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -19,6 +19,7 @@ use herald_protocol::{ErrorBody, ErrorCode};
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use serde_json::json;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
@@ -93,8 +94,25 @@ fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
             .is_some_and(|v| v == "13")
 }
 
+/// The client's address: the peer, or the first `X-Forwarded-For` entry
+/// when the gateway is told to trust it.
+fn client_ip(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
+    if state.config.trust_forwarded_for {
+        let forwarded = headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .and_then(|ip| ip.trim().parse().ok());
+        if let Some(ip) = forwarded {
+            return ip;
+        }
+    }
+    peer.ip()
+}
+
 pub async fn upgrade(
     State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(params): Query<ConnectParams>,
     headers: HeaderMap,
     mut request: Request,
@@ -102,6 +120,26 @@ pub async fn upgrade(
     if state.shutdown.is_cancelled() {
         let e = ErrorBody::new(ErrorCode::InternalError, "server is shutting down");
         return refuse(&state, StatusCode::SERVICE_UNAVAILABLE, e);
+    }
+    state
+        .metrics
+        .ratelimit_checks
+        .with_label_values(&["connections"])
+        .inc();
+    if let Some(wait) = state.connects.check(&client_ip(&state, peer, &headers)) {
+        state
+            .metrics
+            .ratelimit_rejections
+            .with_label_values(&["connections", "-"])
+            .inc();
+        let mut e = ErrorBody::new(ErrorCode::RateLimitExceeded, "");
+        let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+        e.retry_after_ms = Some(wait.as_millis().max(1) as u64);
+        let mut response = refuse(&state, StatusCode::TOO_MANY_REQUESTS, e);
+        if let Ok(v) = secs.to_string().parse() {
+            response.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return response;
     }
     let (app, identity) = match authenticate(&state, &params, &headers) {
         Ok(found) => found,

@@ -59,6 +59,10 @@ impl Session {
         }
     }
 
+    pub fn app_id(&self) -> &str {
+        self.app.id()
+    }
+
     /// When the connection's user token expires; far away for others.
     pub fn expiry(&self) -> Instant {
         let far = Instant::now() + Duration::from_secs(365 * 24 * 3600);
@@ -148,7 +152,7 @@ impl Session {
         reply.map(|r| Answered::Reply(Box::new(r)))
     }
 
-    fn resolve(&self, channel: &ChannelRef, op: Operation) -> Result<ChannelKey, ErrorBody> {
+    async fn resolve(&self, channel: &ChannelRef, op: Operation) -> Result<ChannelKey, ErrorBody> {
         let spec = ChannelSpec {
             channel: &channel.channel,
             global: channel.global,
@@ -157,6 +161,8 @@ impl Session {
             context: self.identity.context(),
         };
         realtime::resolve(&self.state, &self.app, &spec, op)
+            .await
+            .map(|(key, _)| key)
     }
 
     fn member(&self) -> Member {
@@ -182,7 +188,7 @@ impl Session {
         channel: ChannelRef,
         recovery: Recovery,
     ) -> Result<Answered, ErrorBody> {
-        let key = self.resolve(&channel, Operation::Subscribe)?;
+        let key = self.resolve(&channel, Operation::Subscribe).await?;
         let slot = (channel.channel.clone(), channel.global);
         match self.subscriptions.get(&slot) {
             Some(existing) if *existing == key => {}
@@ -292,7 +298,7 @@ impl Session {
         payload: Box<serde_json::value::RawValue>,
         idempotency_key: Option<String>,
     ) -> Result<Reply, ErrorBody> {
-        let key = self.resolve(&channel, Operation::Publish)?;
+        let key = self.resolve(&channel, Operation::Publish).await?;
         if self.app.config.publish_requires_subscription
             && !self.state.node.is_subscribed(&key, self.conn)
         {
@@ -323,7 +329,7 @@ impl Session {
     }
 
     async fn presence(&mut self, channel: ChannelRef) -> Result<Reply, ErrorBody> {
-        let key = self.resolve(&channel, Operation::Read)?;
+        let key = self.resolve(&channel, Operation::Read).await?;
         let members = self.state.node.presence(&key).await.map_err(|e| {
             tracing::warn!(error = %e, "presence failed");
             error(ErrorCode::InternalError, "presence unavailable")
@@ -341,7 +347,7 @@ impl Session {
         since: Option<StreamPosition>,
         limit: Option<usize>,
     ) -> Result<Reply, ErrorBody> {
-        let key = self.resolve(&channel, Operation::Read)?;
+        let key = self.resolve(&channel, Operation::Read).await?;
         let limit = limit
             .unwrap_or(DEFAULT_HISTORY_LIMIT)
             .min(self.state.config.history_max_limit);
