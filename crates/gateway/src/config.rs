@@ -238,8 +238,19 @@ pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<(Config, bool)
         }
         figment = figment.merge(Toml::file(path));
     }
+    // Only variables naming a setting count: platforms set others with the
+    // same prefix (Kubernetes adds HERALD_PORT, HERALD_SERVICE_HOST... for a
+    // Service named `herald`), and those must not stop the server.
+    let settings: Vec<String> = serde_json::to_value(Config::default())
+        .ok()
+        .and_then(|v| v.as_object().map(|o| o.keys().cloned().collect()))
+        .unwrap_or_default();
     figment = figment
-        .merge(Env::prefixed("HERALD_").ignore(&["config"]))
+        .merge(Env::prefixed("HERALD_").filter(move |key| {
+            settings
+                .iter()
+                .any(|s| key.as_str().eq_ignore_ascii_case(s))
+        }))
         .merge(Serialized::defaults(overrides));
     let mut config: Config = figment.extract().map_err(Box::new)?;
     let dev = config.apps.is_empty();
@@ -339,6 +350,21 @@ allow_anonymous = false
         };
         let (c, _) = load(Some(f.path()), &flags).unwrap();
         assert_eq!(c.listen.port(), 9100);
+    }
+
+    #[test]
+    fn unrelated_prefixed_variables_are_ignored() {
+        // What Kubernetes injects for a Service named `herald`.
+        std::env::set_var("HERALD_PORT", "tcp://10.0.0.1:8080");
+        std::env::set_var("HERALD_SERVICE_HOST", "10.0.0.1");
+        // A real setting still reads from the environment.
+        std::env::set_var("HERALD_HISTORY_MAX_LIMIT", "77");
+        let loaded = load(None, &Overrides::default());
+        std::env::remove_var("HERALD_PORT");
+        std::env::remove_var("HERALD_SERVICE_HOST");
+        std::env::remove_var("HERALD_HISTORY_MAX_LIMIT");
+        let (config, _) = loaded.expect("unrelated variables must not fail the load");
+        assert_eq!(config.history_max_limit, 77);
     }
 
     #[test]

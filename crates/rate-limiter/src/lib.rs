@@ -265,6 +265,7 @@ impl ClusterLimiter {
                     return decision;
                 }
                 Err(e) => {
+                    tracing::debug!(error = %e, "rate limits: shared store check failed");
                     *self.last_failure.lock() = Some(Instant::now());
                     if !self.falling_back.swap(true, Ordering::Relaxed) {
                         tracing::warn!(error = %e, "rate limits: shared store unreachable; enforcing a local share");

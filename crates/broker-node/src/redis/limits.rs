@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+const CHECK_TIMEOUT: Duration = Duration::from_millis(200);
+
 pub struct RedisLimits {
     redis: Arc<Redis>,
     script: Script,
@@ -34,17 +36,19 @@ impl SharedStore for RedisLimits {
         let Some(gcra) = Gcra::new(limit) else {
             return Ok(Decision::UNLIMITED);
         };
-        let reply: Vec<Value> = self
-            .redis
-            .eval(
-                &self.script,
-                vec![keys::rate_limit(key)],
-                vec![
-                    (gcra.interval_us as i64).into(),
-                    (gcra.window_us as i64).into(),
-                ],
-            )
-            .await?;
+        let call = self.redis.eval(
+            &self.script,
+            vec![keys::rate_limit(key)],
+            vec![
+                (gcra.interval_us as i64).into(),
+                (gcra.window_us as i64).into(),
+            ],
+        );
+        // A check must never hold a request up for long: past this, the
+        // limiter answers from its local share instead.
+        let reply: Vec<Value> = tokio::time::timeout(CHECK_TIMEOUT, call)
+            .await
+            .map_err(|_| "rate-limit check timed out".to_owned())??;
         let n = |i: usize| reply.get(i).and_then(Value::as_u64).unwrap_or(0);
         Ok(Decision {
             allowed: n(0) == 1,

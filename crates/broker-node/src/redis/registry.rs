@@ -93,6 +93,10 @@ impl Registry {
                 (expires, info.id.as_str()),
             )
             .await?;
+        let live: u64 = client
+            .zcount(keys::NODES, now_ms() as f64, f64::INFINITY)
+            .await?;
+        self.live.store((live as usize).max(1), Ordering::Relaxed);
         Ok(())
     }
 

@@ -230,6 +230,14 @@ async fn write_loop(
     }
     if let Some(reason) = kick.reason() {
         let farewell = async {
+            // What was already queued goes first (replies, the last
+            // events), except for a slow consumer, whose queue is the
+            // problem.
+            if reason != DisconnectReason::SlowConsumer {
+                while let Ok(frame) = rx.try_recv() {
+                    sink.feed(text(frame)).await?;
+                }
+            }
             let frame = EncodedFrame::encode(&ServerFrame::Disconnect(reason.frame()));
             sink.feed(text(frame)).await?;
             sink.send(Message::Close(Some(CloseFrame {

@@ -51,6 +51,20 @@ ops_per_second = 1
 ops_burst = 3
 
 [[apps]]
+id = "limited2"
+api_keys = ["key-limited2"]
+jwt_secret = "secret-limited2"
+ops_per_second = 1
+ops_burst = 3
+
+[[apps]]
+id = "busy"
+api_keys = ["key-busy"]
+jwt_secret = "secret-busy"
+ops_per_second = 100
+ops_burst = 10
+
+[[apps]]
 id = "strict"
 api_keys = ["key-strict"]
 jwt_secret = "secret-strict"
@@ -90,7 +104,10 @@ impl Herald {
         // Tests open many connections and send many frames from one
         // address; the limits tests set these themselves.
         let mut full = String::new();
-        for (key, value) in [("connections_per_second_per_ip", "0"), ("connection_frames_per_second", "0")] {
+        for (key, value) in [
+            ("connections_per_second_per_ip", "0"),
+            ("connection_frames_per_second", "0"),
+        ] {
             if !config.contains(key) {
                 full.push_str(&format!("{key} = {value}\n"));
             }
@@ -106,7 +123,10 @@ impl Herald {
             .env_remove("HERALD_CONFIG")
             .env_remove("HERALD_LISTEN")
             .env_remove("HERALD_REDIS_URL")
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("HERALD_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
@@ -295,6 +315,11 @@ impl Client {
             .send(Message::Text(text.into()))
             .await
             .expect("send");
+    }
+
+    /// Sends, reporting instead of panicking when the connection is gone.
+    pub async fn try_send_text(&mut self, text: String) -> bool {
+        self.ws.send(Message::Text(text.into())).await.is_ok()
     }
 
     pub async fn send_raw(&mut self, message: Message) {
