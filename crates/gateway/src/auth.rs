@@ -387,6 +387,37 @@ mod tests {
         assert_eq!(code("garbage"), ErrorCode::InvalidToken);
     }
 
+    /// A P-256 key pair made for this test only.
+    const TEST_EC_PRIVATE: &str = "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgIewDDb5aPgLdOqIv\nxfavS+M0+A/lViQIZ4RjpzryCaChRANCAARKVc3/BBbgkLhSOqojWPsTvZVo+UXB\nlpKbiIErtn1sFIxI9Z2mt1lYzB4W+HfP6JVKmRX4F8OgPxsmLvoy4RHG\n-----END PRIVATE KEY-----\n";
+    const TEST_EC_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAESlXN/wQW4JC4UjqqI1j7E72VaPlF\nwZaSm4iBK7Z9bBSMSPWdprdZWMweFvh3z+iVSpkV+BfDoD8bJi76MuERxg==\n-----END PUBLIC KEY-----\n";
+
+    #[test]
+    fn es256_user_tokens_verify_with_the_public_key() {
+        let app = AppConfig {
+            id: "ec".into(),
+            jwt_public_key: Some(TEST_EC_PUBLIC.into()),
+            ..AppConfig::default()
+        };
+        let apps = Apps::new(&[app]).unwrap();
+        let claims = UserClaims {
+            sub: "u-ec".into(),
+            app: "ec".into(),
+            exp: now() + 60,
+            role: None,
+            ctx: None,
+        };
+        let key = EncodingKey::from_ec_pem(TEST_EC_PRIVATE.as_bytes()).unwrap();
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::ES256), &claims, &key).unwrap();
+        let (_, identity) = verify_user_token(&apps, &token).unwrap();
+        assert_eq!(identity.sub(), Some("u-ec"));
+        // The app has no HS256 secret: an HS256 token for it is refused.
+        let hs = mint_user_token("guess", &claims).unwrap();
+        assert_eq!(
+            verify_user_token(&apps, &hs).unwrap_err().code,
+            ErrorCode::InvalidToken
+        );
+    }
+
     #[test]
     fn channel_token_checks() {
         let apps = apps();

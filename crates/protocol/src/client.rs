@@ -74,6 +74,20 @@ pub enum Request {
     },
 }
 
+impl Request {
+    /// The frame's `type`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Request::Subscribe { .. } => "subscribe",
+            Request::Unsubscribe { .. } => "unsubscribe",
+            Request::Publish { .. } => "publish",
+            Request::Presence { .. } => "presence",
+            Request::History { .. } => "history",
+            Request::Refresh { .. } => "refresh",
+        }
+    }
+}
+
 /// A frame that could not become a request: the error to answer with, and
 /// the `id` to answer to when the frame carried one.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 /// Publications a `history` request returns when it names no `limit`.
 const DEFAULT_HISTORY_LIMIT: usize = 100;
@@ -87,7 +88,13 @@ impl Session {
         match client::parse(text) {
             Ok((id, request)) => {
                 let channel = request_channel(&request);
-                match self.handle(id, request).await {
+                let span = tracing::debug_span!(
+                    "request",
+                    kind = request.kind(),
+                    id,
+                    channel = channel.as_deref().unwrap_or("")
+                );
+                match self.handle(id, request).instrument(span).await {
                     Ok(Answered::Reply(reply)) => {
                         if let Some(id) = id {
                             self.send(ServerFrame::Reply(Box::new(Reply { id, ..*reply })))
