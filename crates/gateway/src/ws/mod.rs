@@ -157,7 +157,12 @@ pub async fn upgrade(
     };
     let on_upgrade = hyper::upgrade::on(&mut request);
     let hard_limit = state.config.max_frame_bytes * 4;
+    // tungstenite allocates its read buffer up front: 128 KiB by default,
+    // which would make every idle connection cost that much. Frames are
+    // small; the buffer grows for the rare large one.
     let config = WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(16 * 1024)
         .max_message_size(Some(hard_limit))
         .max_frame_size(Some(hard_limit));
     let task_state = Arc::clone(&state);

@@ -1,0 +1,163 @@
+//! `herald-loadtest`: load Herald the way an application would, and report
+//! latency, throughput, losses and the server's cost.
+//!
+//! Scenarios ([`scenario`]): `fanout` (one channel, many subscribers),
+//! `channels` (many channels, few subscribers each), `connect-storm` (open
+//! connections as fast as the server accepts them). Connections go
+//! round-robin over the `--url`s given (gateways, or one load balancer).
+//! Publish timestamps travel in the payload; every delivery's latency goes
+//! into an HDR histogram. With `--pid`, the gateways' RSS and CPU are
+//! sampled from `/proc`. Every loop is bounded by count and time, and only
+//! loopback targets are accepted.
+
+mod proc_stats;
+mod report;
+mod scenario;
+mod wire;
+
+use clap::{Args, Parser, Subcommand};
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "herald-loadtest",
+    version,
+    about = "Load-test harness for Herald"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub target: Target,
+    #[command(subcommand)]
+    pub scenario: Scenario,
+}
+
+#[derive(Args, Clone)]
+pub struct Target {
+    /// Gateway base URL (ws://host:port); repeat for several gateways.
+    #[arg(long = "url", default_value = "ws://127.0.0.1:8080", global = true)]
+    pub urls: Vec<String>,
+    /// API key of the app under test: subscribers connect with it and the
+    /// publisher publishes with it.
+    #[arg(long, default_value = "dev-key", global = true)]
+    pub api_key: String,
+    /// Gateway PIDs whose RSS and CPU to sample from /proc (repeat).
+    #[arg(long = "pid", global = true)]
+    pub pids: Vec<u32>,
+    /// Write the result as JSON here.
+    #[arg(long, global = true)]
+    pub out: Option<std::path::PathBuf>,
+    /// Connections opened at once while setting up.
+    #[arg(long, default_value_t = 256, global = true)]
+    pub connect_concurrency: usize,
+    /// Exit non-zero when any publication was lost or duplicated.
+    #[arg(long, global = true)]
+    pub fail_on_loss: bool,
+    /// No progress bar (for logs and CI).
+    #[arg(long, global = true)]
+    pub quiet: bool,
+}
+
+#[derive(Subcommand)]
+pub enum Scenario {
+    /// One channel, N subscribers, R publishes per second of S bytes.
+    Fanout(Load),
+    /// C channels with K subscribers each; publishes go round-robin over
+    /// the channels at R per second.
+    Channels {
+        #[arg(long, default_value_t = 100)]
+        channels: usize,
+        #[command(flatten)]
+        load: Load,
+    },
+    /// Open N connections as fast as the server accepts them, hold them,
+    /// report the connect rate and memory per connection.
+    ConnectStorm {
+        #[arg(long, default_value_t = 1000)]
+        connections: usize,
+        /// Seconds to hold the connections open (memory is sampled then).
+        #[arg(long, default_value_t = 3)]
+        hold: u64,
+    },
+}
+
+#[derive(Args, Clone, Copy)]
+pub struct Load {
+    /// Subscribers (per channel, for `channels`).
+    #[arg(long, default_value_t = 100)]
+    pub subscribers: usize,
+    /// Publishes per second.
+    #[arg(long, default_value_t = 100)]
+    pub rate: u32,
+    /// Payload size in bytes.
+    #[arg(long, default_value_t = 128)]
+    pub size: usize,
+    /// Seconds of publishing.
+    #[arg(long, default_value_t = 10)]
+    pub duration: u64,
+}
+
+impl Load {
+    pub fn duration(&self) -> Duration {
+        Duration::from_secs(self.duration)
+    }
+}
+
+fn loopback_only(urls: &[String]) -> Result<(), String> {
+    for url in urls {
+        let host = url
+            .split("://")
+            .nth(1)
+            .and_then(|rest| rest.split(['/', ':']).next())
+            .unwrap_or_default();
+        let loopback =
+            host == "localhost" || host == "[" || host.starts_with("127.") || url.contains("[::1]");
+        if !loopback {
+            return Err(format!(
+                "{url}: only loopback targets (127.0.0.0/8, localhost, [::1]) are allowed"
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(e) = loopback_only(&cli.target.urls) {
+        eprintln!("herald-loadtest: {e}");
+        return ExitCode::from(2);
+    }
+    let result = match cli.scenario {
+        Scenario::Fanout(load) => scenario::fanout(&cli.target, 1, load).await,
+        Scenario::Channels { channels, load } => {
+            scenario::fanout(&cli.target, channels.max(1), load).await
+        }
+        Scenario::ConnectStorm { connections, hold } => {
+            scenario::connect_storm(&cli.target, connections, Duration::from_secs(hold)).await
+        }
+    };
+    match result {
+        Ok(report) => {
+            print!("{}", report.table());
+            if let Some(path) = &cli.target.out {
+                if let Err(e) = std::fs::write(path, report.json()) {
+                    eprintln!("herald-loadtest: cannot write {}: {e}", path.display());
+                    return ExitCode::FAILURE;
+                }
+            }
+            if cli.target.fail_on_loss && (report.lost > 0 || report.duplicated > 0) {
+                eprintln!(
+                    "herald-loadtest: {} lost, {} duplicated",
+                    report.lost, report.duplicated
+                );
+                return ExitCode::FAILURE;
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("herald-loadtest: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! The scenarios.
+
+use crate::proc_stats;
+use crate::report::{Latency, Report, ServerCost};
+use crate::wire::{self, Socket};
+use crate::{Load, Target};
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+use tokio_tungstenite::tungstenite::Message;
+
+const MIB: f64 = 1024.0 * 1024.0;
+/// How long subscribers wait for the last deliveries after publishing ends.
+const DRAIN: Duration = Duration::from_secs(5);
+
+fn histogram() -> Histogram<u64> {
+    // 1 µs to 60 s, 3 significant digits.
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
+}
+
+/// Opens `count` connections round-robin over the URLs, each subscribed to
+/// the channel `channel_of(i)` when given.
+async fn open(
+    target: &Target,
+    count: usize,
+    channel_of: Option<&(dyn Fn(usize) -> String + Sync)>,
+) -> (Vec<(usize, Socket)>, usize, Duration) {
+    let started = Instant::now();
+    let permits = Arc::new(Semaphore::new(target.connect_concurrency.max(1)));
+    let mut tasks = Vec::with_capacity(count);
+    for i in 0..count {
+        let url = target.urls[i % target.urls.len()].clone();
+        let key = target.api_key.clone();
+        let channel = channel_of.map(|f| f(i));
+        let permits = Arc::clone(&permits);
+        tasks.push(tokio::spawn(async move {
+            let _permit = permits.acquire_owned().await.ok()?;
+            let mut ws = wire::connect(&url, &key, 30).await.ok()?;
+            if let Some(channel) = channel {
+                wire::subscribe(&mut ws, &channel).await.ok()?;
+            }
+            Some((i, ws))
+        }));
+    }
+    let mut sockets = Vec::with_capacity(count);
+    let mut failed = 0;
+    for task in tasks {
+        match task.await.ok().flatten() {
+            Some(s) => sockets.push(s),
+            None => failed += 1,
+        }
+    }
+    (sockets, failed, started.elapsed())
+}
+
+struct Received {
+    histogram: Histogram<u64>,
+    delivered: u64,
+    duplicated: u64,
+}
+
+/// Reads one subscriber's events until `expected` arrived or `until`.
+async fn receive(
+    mut ws: Socket,
+    expected: u64,
+    until: Instant,
+    counter: Arc<AtomicU64>,
+) -> Received {
+    let mut r = Received {
+        histogram: histogram(),
+        delivered: 0,
+        duplicated: 0,
+    };
+    let mut last: Option<u64> = None;
+    while r.delivered < expected {
+        let frame = match tokio::time::timeout_at(until.into(), ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => t,
+            Ok(Some(Ok(_))) => continue,
+            _ => break,
+        };
+        let Some((sent_us, seq)) = wire::stamp(frame.as_str()) else {
+            continue;
+        };
+        if last.is_some_and(|l| seq <= l) {
+            r.duplicated += 1;
+            continue;
+        }
+        last = Some(seq);
+        r.delivered += 1;
+        counter.fetch_add(1, Ordering::Relaxed);
+        let _ = r
+            .histogram
+            .record(wire::now_us().saturating_sub(sent_us).max(1));
+    }
+    let _ = ws.close(None).await;
+    r
+}
+
+fn progress(quiet: bool, total: u64, what: &str) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total);
+    if let Ok(style) =
+        ProgressStyle::with_template("{msg} [{elapsed_precise}] {wide_bar} {pos}/{len}")
+    {
+        bar.set_style(style);
+    }
+    bar.set_message(what.to_owned());
+    bar
+}
+
+/// `fanout` (one channel) and `channels` (several): subscribers spread over
+/// the channels, one publisher at a steady rate, round-robin over channels.
+pub async fn fanout(target: &Target, channels: usize, load: Load) -> Result<Report, String> {
+    let total_subscribers = channels * load.subscribers;
+    let before = proc_stats::total(&target.pids);
+    let channel_of = |i: usize| format!("bench-{}", i % channels);
+    let (sockets, connect_errors, connect_time) =
+        open(target, total_subscribers, Some(&channel_of)).await;
+    if sockets.is_empty() {
+        return Err("no subscriber could connect".into());
+    }
+    let connected = proc_stats::total(&target.pids);
+
+    let publishes = u64::from(load.rate) * load.duration;
+    // Channel c gets publishes c, c + channels, ...
+    let per_channel = |c: usize| (publishes + (channels - c - 1) as u64) / channels as u64;
+    let until = Instant::now() + load.duration() + DRAIN + Duration::from_secs(2);
+    let delivered = Arc::new(AtomicU64::new(0));
+    let mut expected_deliveries = 0;
+    let mut readers = Vec::with_capacity(sockets.len());
+    for (i, ws) in sockets {
+        let expected = per_channel(i % channels);
+        expected_deliveries += expected;
+        readers.push(tokio::spawn(receive(
+            ws,
+            expected,
+            until,
+            Arc::clone(&delivered),
+        )));
+    }
+
+    // Deliveries per second, sampled while the run lasts.
+    let timeline_counter = Arc::clone(&delivered);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopped = Arc::clone(&stop);
+    let timeline = tokio::spawn(async move {
+        let mut samples = Vec::new();
+        let mut previous = 0;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.tick().await;
+        while Instant::now() < until && !stopped.load(Ordering::Relaxed) {
+            tick.tick().await;
+            let now = timeline_counter.load(Ordering::Relaxed);
+            samples.push(now - previous);
+            previous = now;
+        }
+        samples
+    });
+
+    let mut publisher = wire::connect(&target.urls[0], &target.api_key, 30).await?;
+    let bar = progress(target.quiet, publishes, "publishing");
+    let started = Instant::now();
+    let mut tick =
+        tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(load.rate.max(1))));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    for n in 0..publishes {
+        tick.tick().await;
+        let channel = (n % channels as u64) as usize;
+        let frame =
+            wire::publish_frame(&format!("bench-{channel}"), n / channels as u64, load.size);
+        publisher
+            .send(Message::Text(frame.into()))
+            .await
+            .map_err(|e| format!("publisher: {e}"))?;
+        bar.inc(1);
+    }
+    let publish_time = started.elapsed();
+    bar.finish_and_clear();
+
+    let mut histogram = histogram();
+    let (mut got, mut duplicated) = (0, 0);
+    for reader in readers {
+        if let Ok(r) = reader.await {
+            let _ = histogram.add(&r.histogram);
+            got += r.delivered;
+            duplicated += r.duplicated;
+        }
+    }
+    let delivery_time = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let deliveries_timeline = timeline.await.unwrap_or_default();
+    let after = proc_stats::total(&target.pids);
+    let _ = publisher.close(None).await;
+
+    let connections = total_subscribers - connect_errors;
+    Ok(Report {
+        scenario: if channels == 1 {
+            "fanout".into()
+        } else {
+            "channels".into()
+        },
+        parameters: json!({
+            "urls": target.urls, "channels": channels, "subscribers_per_channel": load.subscribers,
+            "rate": load.rate, "size": load.size, "duration": load.duration,
+        }),
+        connections,
+        connect_errors,
+        connect_seconds: connect_time.as_secs_f64(),
+        connects_per_second: connections as f64 / connect_time.as_secs_f64().max(1e-9),
+        published: publishes,
+        expected_deliveries,
+        delivered: got,
+        lost: expected_deliveries.saturating_sub(got),
+        duplicated,
+        publish_seconds: publish_time.as_secs_f64(),
+        deliveries_per_second: got as f64 / delivery_time.as_secs_f64().max(1e-9),
+        latency_ms: Latency::of(&histogram),
+        deliveries_timeline,
+        server: cost(target, before, connected, after, connections, got),
+    })
+}
+
+fn cost(
+    target: &Target,
+    before: proc_stats::Sample,
+    connected: proc_stats::Sample,
+    after: proc_stats::Sample,
+    connections: usize,
+    deliveries: u64,
+) -> Option<ServerCost> {
+    if target.pids.is_empty() {
+        return None;
+    }
+    let cpu = after.cpu.saturating_sub(before.cpu).as_secs_f64();
+    Some(ServerCost {
+        rss_before_mib: before.rss as f64 / MIB,
+        rss_connected_mib: connected.rss as f64 / MIB,
+        rss_after_mib: after.rss as f64 / MIB,
+        rss_per_connection_bytes: connected.rss.saturating_sub(before.rss) as f64
+            / connections.max(1) as f64,
+        cpu_seconds: cpu,
+        cpu_seconds_per_million_deliveries: if deliveries > 0 {
+            cpu * 1_000_000.0 / deliveries as f64
+        } else {
+            0.0
+        },
+    })
+}
+
+/// Opens connections as fast as the server accepts them and holds them.
+pub async fn connect_storm(
+    target: &Target,
+    connections: usize,
+    hold: Duration,
+) -> Result<Report, String> {
+    let before = proc_stats::total(&target.pids);
+    let (sockets, connect_errors, connect_time) = open(target, connections, None).await;
+    tokio::time::sleep(hold).await;
+    let connected = proc_stats::total(&target.pids);
+    let open_count = sockets.len();
+    for (_, mut ws) in sockets {
+        let _ = ws.close(None).await;
+    }
+    let after = proc_stats::total(&target.pids);
+    Ok(Report {
+        scenario: "connect-storm".into(),
+        parameters: json!({"urls": target.urls, "connections": connections, "hold": hold.as_secs()}),
+        connections: open_count,
+        connect_errors,
+        connect_seconds: connect_time.as_secs_f64(),
+        connects_per_second: open_count as f64 / connect_time.as_secs_f64().max(1e-9),
+        server: cost(target, before, connected, after, open_count, 0),
+        ..Report::default()
+    })
+}
