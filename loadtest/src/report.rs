@@ -11,7 +11,10 @@ pub struct Report {
     pub connect_errors: usize,
     pub connect_seconds: f64,
     pub connects_per_second: f64,
+    /// Publishes the server accepted.
     pub published: u64,
+    /// Publishes the server refused, by error code.
+    pub publish_errors: std::collections::BTreeMap<String, u64>,
     pub expected_deliveries: u64,
     pub delivered: u64,
     pub lost: u64,
@@ -75,7 +78,10 @@ impl Report {
             ),
         );
         if self.published > 0 {
-            row("published", self.published.to_string());
+            row("published (accepted)", self.published.to_string());
+            if !self.publish_errors.is_empty() {
+                row("publishes refused", format!("{:?}", self.publish_errors));
+            }
             row(
                 "delivered",
                 format!("{} of {}", self.delivered, self.expected_deliveries),

@@ -4,14 +4,17 @@ use crate::proc_stats;
 use crate::report::{Latency, Report, ServerCost};
 use crate::wire::{self, Socket};
 use crate::{Load, Target};
+use futures_util::stream::SplitStream;
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 use tokio_tungstenite::tungstenite::Message;
 
 const MIB: f64 = 1024.0 * 1024.0;
@@ -64,10 +67,12 @@ struct Received {
     duplicated: u64,
 }
 
-/// Reads one subscriber's events until `expected` arrived or `until`.
+/// Reads one subscriber's events until all its channel's accepted
+/// publications arrived (known once publishing ends) or `until`.
 async fn receive(
     mut ws: Socket,
-    expected: u64,
+    channel: usize,
+    mut accepted: watch::Receiver<Option<Arc<Vec<u64>>>>,
     until: Instant,
     counter: Arc<AtomicU64>,
 ) -> Received {
@@ -77,11 +82,23 @@ async fn receive(
         duplicated: 0,
     };
     let mut last: Option<u64> = None;
+    let mut expected = u64::MAX;
     while r.delivered < expected {
-        let frame = match tokio::time::timeout_at(until.into(), ws.next()).await {
-            Ok(Some(Ok(Message::Text(t)))) => t,
-            Ok(Some(Ok(_))) => continue,
-            _ => break,
+        let frame = tokio::select! {
+            changed = accepted.changed(), if expected == u64::MAX => {
+                if changed.is_err() {
+                    break;
+                }
+                if let Some(counts) = accepted.borrow().as_ref() {
+                    expected = counts[channel];
+                }
+                continue;
+            }
+            frame = tokio::time::timeout_at(until.into(), ws.next()) => match frame {
+                Ok(Some(Ok(Message::Text(t)))) => t,
+                Ok(Some(Ok(_))) => continue,
+                _ => break,
+            },
         };
         let Some((sent_us, seq)) = wire::stamp(frame.as_str()) else {
             continue;
@@ -115,6 +132,35 @@ fn progress(quiet: bool, total: u64, what: &str) -> ProgressBar {
     bar
 }
 
+/// Counts the publisher's replies: accepted publishes per channel, refused
+/// ones by error code.
+async fn count_replies(
+    mut replies: SplitStream<Socket>,
+    publishes: u64,
+    channels: usize,
+    until: Instant,
+) -> (Vec<u64>, BTreeMap<String, u64>) {
+    let mut accepted = vec![0u64; channels];
+    let mut refused: BTreeMap<String, u64> = BTreeMap::new();
+    let mut answered = 0;
+    while answered < publishes {
+        let frame = match tokio::time::timeout_at(until.into(), replies.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => t,
+            Ok(Some(Ok(_))) => continue,
+            _ => break,
+        };
+        let Some((id, outcome)) = wire::reply(frame.as_str()) else {
+            continue;
+        };
+        answered += 1;
+        match outcome {
+            Ok(()) => accepted[((id - 1) % channels as u64) as usize] += 1,
+            Err(code) => *refused.entry(code).or_default() += 1,
+        }
+    }
+    (accepted, refused)
+}
+
 /// `fanout` (one channel) and `channels` (several): subscribers spread over
 /// the channels, one publisher at a steady rate, round-robin over channels.
 pub async fn fanout(target: &Target, channels: usize, load: Load) -> Result<Report, String> {
@@ -129,26 +175,27 @@ pub async fn fanout(target: &Target, channels: usize, load: Load) -> Result<Repo
     let connected = proc_stats::total(&target.pids);
 
     let publishes = u64::from(load.rate) * load.duration;
-    // Channel c gets publishes c, c + channels, ...
-    let per_channel = |c: usize| (publishes + (channels - c - 1) as u64) / channels as u64;
     let until = Instant::now() + load.duration() + DRAIN + Duration::from_secs(2);
     let delivered = Arc::new(AtomicU64::new(0));
-    let mut expected_deliveries = 0;
+    let (accepted_tx, accepted_rx) = watch::channel(None);
+    let mut subscribers_on = vec![0u64; channels];
     let mut readers = Vec::with_capacity(sockets.len());
     for (i, ws) in sockets {
-        let expected = per_channel(i % channels);
-        expected_deliveries += expected;
+        let channel = i % channels;
+        subscribers_on[channel] += 1;
+        let counter = Arc::clone(&delivered);
         readers.push(tokio::spawn(receive(
             ws,
-            expected,
+            channel,
+            accepted_rx.clone(),
             until,
-            Arc::clone(&delivered),
+            counter,
         )));
     }
 
     // Deliveries per second, sampled while the run lasts.
     let timeline_counter = Arc::clone(&delivered);
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
     let stopped = Arc::clone(&stop);
     let timeline = tokio::spawn(async move {
         let mut samples = Vec::new();
@@ -164,7 +211,10 @@ pub async fn fanout(target: &Target, channels: usize, load: Load) -> Result<Repo
         samples
     });
 
-    let mut publisher = wire::connect(&target.urls[0], &target.api_key, 30).await?;
+    let (mut publisher, replies) = wire::connect(&target.urls[0], &target.api_key, 30)
+        .await?
+        .split();
+    let acks = tokio::spawn(count_replies(replies, publishes, channels, until));
     let bar = progress(target.quiet, publishes, "publishing");
     let started = Instant::now();
     let mut tick =
@@ -173,8 +223,12 @@ pub async fn fanout(target: &Target, channels: usize, load: Load) -> Result<Repo
     for n in 0..publishes {
         tick.tick().await;
         let channel = (n % channels as u64) as usize;
-        let frame =
-            wire::publish_frame(&format!("bench-{channel}"), n / channels as u64, load.size);
+        let frame = wire::publish_frame(
+            n + 1,
+            &format!("bench-{channel}"),
+            n / channels as u64,
+            load.size,
+        );
         publisher
             .send(Message::Text(frame.into()))
             .await
@@ -183,6 +237,14 @@ pub async fn fanout(target: &Target, channels: usize, load: Load) -> Result<Repo
     }
     let publish_time = started.elapsed();
     bar.finish_and_clear();
+    let (accepted, refused) = acks.await.map_err(|e| e.to_string())?;
+    let accepted = Arc::new(accepted);
+    let _ = accepted_tx.send(Some(Arc::clone(&accepted)));
+    let expected_deliveries: u64 = accepted
+        .iter()
+        .zip(&subscribers_on)
+        .map(|(a, s)| a * s)
+        .sum();
 
     let mut histogram = histogram();
     let (mut got, mut duplicated) = (0, 0);
@@ -197,7 +259,7 @@ pub async fn fanout(target: &Target, channels: usize, load: Load) -> Result<Repo
     stop.store(true, Ordering::Relaxed);
     let deliveries_timeline = timeline.await.unwrap_or_default();
     let after = proc_stats::total(&target.pids);
-    let _ = publisher.close(None).await;
+    let _ = publisher.close().await;
 
     let connections = total_subscribers - connect_errors;
     Ok(Report {
@@ -214,7 +276,8 @@ pub async fn fanout(target: &Target, channels: usize, load: Load) -> Result<Repo
         connect_errors,
         connect_seconds: connect_time.as_secs_f64(),
         connects_per_second: connections as f64 / connect_time.as_secs_f64().max(1e-9),
-        published: publishes,
+        published: accepted.iter().sum(),
+        publish_errors: refused,
         expected_deliveries,
         delivered: got,
         lost: expected_deliveries.saturating_sub(got),

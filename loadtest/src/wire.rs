@@ -77,15 +77,31 @@ pub async fn subscribe(ws: &mut Socket, channel: &str) -> Result<(), String> {
     }
 }
 
-/// A publish frame without `id` (no reply): the payload carries the send
-/// time and a sequence number, padded to `size` bytes.
-pub fn publish_frame(channel: &str, seq: u64, size: usize) -> String {
+/// A publish frame with `id`: the payload carries the send time and a
+/// sequence number, padded to `size` bytes.
+pub fn publish_frame(id: u64, channel: &str, seq: u64, size: usize) -> String {
     let head = format!(r#"{{"t":{},"s":{seq},"p":""#, now_us());
     let pad = size.saturating_sub(head.len() + 2);
     format!(
-        r#"{{"type":"publish","channel":"{channel}","global":true,"payload":{head}{}"}}}}"#,
+        r#"{{"id":{id},"type":"publish","channel":"{channel}","global":true,"payload":{head}{}"}}}}"#,
         "x".repeat(pad)
     )
+}
+
+/// The `id`, success and error code of a reply frame.
+pub fn reply(frame: &str) -> Option<(u64, Result<(), String>)> {
+    let v: serde_json::Value = serde_json::from_str(frame).ok()?;
+    if v["type"] != "reply" {
+        return None;
+    }
+    let id = v["id"].as_u64()?;
+    if v["ok"] == true {
+        return Some((id, Ok(())));
+    }
+    Some((
+        id,
+        Err(v["error"]["code"].as_str().unwrap_or("UNKNOWN").to_owned()),
+    ))
 }
 
 /// Reads `"t":<µs>` and `"s":<seq>` from an event frame without parsing
@@ -111,9 +127,10 @@ mod tests {
 
     #[test]
     fn frames_round_trip_their_stamp() {
-        let frame = publish_frame("bench", 42, 200);
+        let frame = publish_frame(7, "bench", 42, 200);
         let v: serde_json::Value = serde_json::from_str(&frame).unwrap();
         assert_eq!(v["payload"]["s"], 42);
+        assert_eq!(v["id"], 7);
         assert!(v["payload"].to_string().len() >= 190);
         let event = format!(
             r#"{{"type":"event","channel":"bench","global":true,"event":"message","payload":{},"meta":{{}}}}"#,

@@ -402,3 +402,54 @@ async fn command_line_tools() {
     let e = minted.expect("event").await;
     assert_eq!(e["meta"]["senderId"], "other");
 }
+
+/// Clients that close cleanly are accounted for: the connection gauge goes
+/// back to zero (a connection task that died on the way would leave it up).
+#[tokio::test]
+async fn clean_client_closes_are_counted_and_cleaned_up() {
+    let h = Herald::start().await;
+    let mut clients = Vec::new();
+    for n in 0..5 {
+        let mut c = h.user("app1", &format!("u{n}"), json!({})).await;
+        c.subscribe("bye").await;
+        clients.push(c);
+    }
+    for c in clients {
+        c.close().await;
+    }
+    // And clients that vanish while the server is writing to them, which
+    // ends the connection's writer before its reader.
+    let mut publisher = h.user("app1", "p", json!({})).await;
+    for n in 0..5 {
+        let mut c = h.user("app1", &format!("v{n}"), json!({})).await;
+        c.subscribe("bye").await;
+        let pad = "x".repeat(16 * 1024);
+        for _ in 0..20 {
+            publisher.publish("bye", json!({"pad": pad})).await;
+        }
+        if n % 2 == 0 {
+            drop(c);
+        } else {
+            c.close_and_leave().await;
+        }
+    }
+    for _ in 0..50 {
+        publisher.publish("bye", json!(0)).await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let m = h.metrics().await;
+        if metric(&m, "herald_connections") == 1.0 && metric(&m, "herald_subscriptions") == 0.0 {
+            assert_eq!(
+                metric(&m, "herald_disconnects_total{reason=\"client\"}"),
+                10.0
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "connections not cleaned up: {m}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

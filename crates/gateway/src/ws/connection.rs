@@ -61,13 +61,23 @@ pub async fn run(state: Arc<AppState>, app: Arc<App>, identity: Identity, ws: So
         let mut writer = tokio::spawn(write_loop(sink, rx, Arc::clone(&kick), ping_every));
 
         let mut session = Session::new(Arc::clone(&state), app, identity, conn, conn_id, outbound);
-        read_loop(&state, &mut session, stream, &kick, &mut writer).await;
+        let mut writer_done = false;
+        read_loop(
+            &state,
+            &mut session,
+            stream,
+            &kick,
+            &mut writer,
+            &mut writer_done,
+        )
+        .await;
         session.close().await;
         drop(session);
 
         let reason = kick.reason().map_or("client", |r| r.reason());
         state.metrics.disconnects.with_label_values(&[reason]).inc();
-        if timeout(FAREWELL_TIMEOUT * 2, &mut writer).await.is_err() {
+        // A finished JoinHandle must not be polled again.
+        if !writer_done && timeout(FAREWELL_TIMEOUT * 2, &mut writer).await.is_err() {
             writer.abort();
         }
         state.metrics.connections.dec();
@@ -87,6 +97,7 @@ async fn read_loop(
     mut stream: SplitStream<Socket>,
     kick: &Kick,
     writer: &mut tokio::task::JoinHandle<()>,
+    writer_done: &mut bool,
 ) {
     let liveness = Duration::from_millis(state.config.ping_interval_ms * 2 + 1000);
     let frames = Cell::new(Limit {
@@ -107,7 +118,10 @@ async fn read_loop(
                 kick.kick(DisconnectReason::TokenExpired);
                 return;
             }
-            _ = &mut *writer => return,
+            _ = &mut *writer => {
+                *writer_done = true;
+                return;
+            }
             frame = timeout_at(Instant::now() + liveness, stream.next()) => frame,
         };
         match frame {

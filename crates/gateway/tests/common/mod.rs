@@ -317,6 +317,18 @@ impl Client {
             .expect("send");
     }
 
+    /// Closes the connection the way a well-behaved client does, and waits
+    /// for the server's close.
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+        while let Ok(Some(Ok(_))) = tokio::time::timeout(WAIT, self.ws.next()).await {}
+    }
+
+    /// Sends a close frame and goes away without waiting for the answer.
+    pub async fn close_and_leave(mut self) {
+        let _ = self.ws.close(None).await;
+    }
+
     /// Sends, reporting instead of panicking when the connection is gone.
     pub async fn try_send_text(&mut self, text: String) -> bool {
         self.ws.send(Message::Text(text.into())).await.is_ok()
