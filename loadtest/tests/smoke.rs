@@ -1,0 +1,170 @@
+//! A short run of every scenario against an embedded Herald: the harness
+//! works end to end, nothing is lost, and the server cleans up after the
+//! connections are gone.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// `herald` sits beside this package's binary in the workspace build.
+fn herald_binary() -> PathBuf {
+    let loadtest = PathBuf::from(env!("CARGO_BIN_EXE_herald-loadtest"));
+    let herald = loadtest.with_file_name("herald");
+    assert!(
+        herald.exists(),
+        "{} is missing: build the workspace (scripts/test does) before this test",
+        herald.display()
+    );
+    herald
+}
+
+struct Server {
+    child: Child,
+    url: String,
+    http: String,
+    _config: tempfile::NamedTempFile,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start() -> Server {
+    let mut config = tempfile::NamedTempFile::new().unwrap();
+    writeln!(
+        config,
+        "connections_per_second_per_ip = 0\n[[apps]]\nid = \"bench\"\napi_keys = [\"bench-key\"]\nops_per_second = 0"
+    )
+    .unwrap();
+    let mut child = Command::new(herald_binary())
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(config.path())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let addr = loop {
+        let line = lines.next().expect("herald exited").unwrap();
+        if let Some(rest) = line.strip_prefix("Herald listening on http://") {
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    Server {
+        child,
+        url: format!("ws://{addr}"),
+        http: format!("http://{addr}"),
+        _config: config,
+    }
+}
+
+fn run(server: &Server, args: &[&str]) -> serde_json::Value {
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let status = Command::new(env!("CARGO_BIN_EXE_herald-loadtest"))
+        .args([
+            "--url",
+            &server.url,
+            "--api-key",
+            "bench-key",
+            "--quiet",
+            "--fail-on-loss",
+        ])
+        .args(["--pid", &server.child.id().to_string(), "--out"])
+        .arg(out.path())
+        .args(args)
+        .status()
+        .unwrap();
+    assert!(status.success(), "herald-loadtest {args:?} failed");
+    serde_json::from_str(&std::fs::read_to_string(out.path()).unwrap()).unwrap()
+}
+
+fn open_connections(server: &Server) -> f64 {
+    let body = ureq_get(&format!("{}/metrics", server.http));
+    body.lines()
+        .find_map(|l| l.strip_prefix("herald_connections "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("herald_connections metric")
+}
+
+/// A plain HTTP GET on loopback, without pulling an HTTP client in.
+fn ureq_get(url: &str) -> String {
+    use std::io::Read;
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_once('/').unwrap();
+    let mut stream = std::net::TcpStream::connect(host).unwrap();
+    write!(stream, "GET /{path} HTTP/1.0\r\nHost: {host}\r\n\r\n").unwrap();
+    let mut body = String::new();
+    stream.read_to_string(&mut body).unwrap();
+    body
+}
+
+#[test]
+fn every_scenario_runs_and_nothing_is_lost() {
+    let server = start();
+    let fanout = run(
+        &server,
+        &[
+            "fanout",
+            "--subscribers",
+            "20",
+            "--rate",
+            "100",
+            "--duration",
+            "2",
+        ],
+    );
+    assert_eq!(fanout["published"], 200);
+    assert_eq!(fanout["delivered"], 4000);
+    assert_eq!(fanout["lost"], 0);
+    assert!(fanout["latency_ms"]["p99"].as_f64().unwrap() > 0.0);
+    assert!(fanout["server"]["rss_connected_mib"].as_f64().unwrap() > 0.0);
+
+    let channels = run(
+        &server,
+        &[
+            "channels",
+            "--channels",
+            "5",
+            "--subscribers",
+            "4",
+            "--rate",
+            "50",
+            "--duration",
+            "2",
+        ],
+    );
+    assert_eq!(channels["delivered"], 400);
+
+    let storm = run(
+        &server,
+        &["connect-storm", "--connections", "200", "--hold", "1"],
+    );
+    assert_eq!(storm["connections"], 200);
+    assert_eq!(storm["connect_errors"], 0);
+
+    // Every connection the harness opened is gone from the server's books.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while open_connections(&server) != 0.0 {
+        assert!(
+            Instant::now() < deadline,
+            "connections left open on the server"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn non_loopback_targets_are_refused() {
+    let status = Command::new(env!("CARGO_BIN_EXE_herald-loadtest"))
+        .args(["--url", "ws://10.1.2.3:8080", "fanout"])
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(2));
+}
