@@ -159,9 +159,11 @@ pub async fn upgrade(
     let hard_limit = state.config.max_frame_bytes * 4;
     // tungstenite allocates its read buffer up front: 128 KiB by default,
     // which would make every idle connection cost that much. Frames are
-    // small; the buffer grows for the rare large one.
+    // small; the buffer grows for the rare large one. (Idle RSS per
+    // connection, release build: 1.2 MB at the default, 13 KB at 4 KiB,
+    // 10 KB at 1 KiB; see docs/benchmarks.md.)
     let config = WebSocketConfig::default()
-        .read_buffer_size(4096)
+        .read_buffer_size(1024)
         .write_buffer_size(16 * 1024)
         .max_message_size(Some(hard_limit))
         .max_frame_size(Some(hard_limit));
