@@ -232,7 +232,7 @@ impl Node {
         key: &ChannelKey,
         subscriber: Subscriber,
         conn_id: &str,
-        member: &Member,
+        member: Option<&Member>,
         retention: Retention,
         recovery: Recovery,
         max_recovery: usize,
@@ -241,11 +241,16 @@ impl Node {
     ) -> Result<(), NodeError> {
         let conn = subscriber.conn;
         let joined = async {
-            self.presence.join(key, member, conn_id).await?;
+            if let Some(member) = member {
+                self.presence.join(key, member, conn_id).await?;
+            }
             if self.hub.add(key, subscriber) {
                 self.backplane.subscribe(key).await?;
             }
-            let members = self.presence.members(key).await?;
+            let members = match member {
+                Some(_) => self.presence.members(key).await?,
+                None => Vec::new(),
+            };
             let (position, publications, recovered) = self
                 .replay(key, retention, recovery, max_recovery, now_ms)
                 .await?;
@@ -264,9 +269,8 @@ impl Node {
             }
             Err(e) => {
                 // Leave no half subscription behind.
-                let _ = self
-                    .unsubscribe(key, conn, conn_id, &member.presence_id)
-                    .await;
+                let presence_id = member.map(|m| m.presence_id.as_str());
+                let _ = self.unsubscribe(key, conn, conn_id, presence_id).await;
                 Err(e)
             }
         }
@@ -349,12 +353,14 @@ impl Node {
         key: &ChannelKey,
         conn: u64,
         conn_id: &str,
-        presence_id: &str,
+        presence_id: Option<&str>,
     ) -> Result<(), NodeError> {
         if self.hub.remove(key, conn) {
             self.backplane.unsubscribe(key).await?;
         }
-        self.presence.leave(key, presence_id, conn_id).await?;
+        if let Some(presence_id) = presence_id {
+            self.presence.leave(key, presence_id, conn_id).await?;
+        }
         Ok(())
     }
 
@@ -442,7 +448,7 @@ mod tests {
             key,
             sub,
             &format!("c-{conn}"),
-            m,
+            Some(m),
             KEEP,
             recovery,
             1000,
@@ -557,7 +563,7 @@ mod tests {
             &key,
             Subscriber { conn: 1, outbound },
             "c-1",
-            &member("u"),
+            Some(&member("u")),
             KEEP,
             Recovery::Since(since),
             1000,
@@ -593,7 +599,7 @@ mod tests {
             &key,
             Subscriber { conn: 1, outbound },
             "c-1",
-            &member("u"),
+            Some(&member("u")),
             KEEP,
             Recovery::Since(since),
             1000,

@@ -135,6 +135,10 @@ pub struct AppConfig {
     pub ops_per_second: u32,
     /// How many operations may come at once above the rate.
     pub ops_burst: u32,
+    /// Track presence and announce joins and leaves. Each join is sent to
+    /// every subscriber of the channel: turn it off for broadcast channels
+    /// with thousands of subscribers.
+    pub presence: bool,
     /// Publications kept per channel for `history`; 0 keeps none.
     pub history_size: usize,
     /// How long publications are kept, and how long an idle channel's
@@ -159,6 +163,7 @@ impl Default for AppConfig {
             allow_anonymous: false,
             ops_per_second: 50,
             ops_burst: 50,
+            presence: true,
             history_size: 0,
             history_ttl_seconds: 300,
             publish_requires_subscription: false,

@@ -172,21 +172,21 @@ impl Session {
             .map(|(key, _)| key)
     }
 
-    fn member(&self) -> Member {
-        Member {
+    /// This connection as a presence member; `None` where the app keeps
+    /// no presence.
+    fn member(&self) -> Option<Member> {
+        self.app.config.presence.then(|| Member {
             presence_id: self
                 .identity
                 .sub()
                 .map_or_else(|| self.conn_id.clone(), str::to_owned),
             kind: self.identity.sender_type(),
             joined_at: timestamp_string(now_ms()),
-        }
+        })
     }
 
-    fn presence_id(&self) -> String {
-        self.identity
-            .sub()
-            .map_or_else(|| self.conn_id.clone(), str::to_owned)
+    fn presence_id(&self) -> Option<String> {
+        self.member().map(|m| m.presence_id)
     }
 
     async fn subscribe(
@@ -256,7 +256,7 @@ impl Session {
                 &key,
                 subscriber,
                 &self.conn_id,
-                &self.member(),
+                self.member().as_ref(),
                 self.app.retention,
                 recovery,
                 self.state.config.recovery_max_publications,
@@ -276,7 +276,7 @@ impl Session {
         if let Err(e) = self
             .state
             .node
-            .unsubscribe(key, self.conn, &self.conn_id, &self.presence_id())
+            .unsubscribe(key, self.conn, &self.conn_id, self.presence_id().as_deref())
             .await
         {
             tracing::warn!(error = %e, channel = key.name(), "unsubscribe failed");
@@ -337,10 +337,13 @@ impl Session {
 
     async fn presence(&mut self, channel: ChannelRef) -> Result<Reply, ErrorBody> {
         let key = self.resolve(&channel, Operation::Read).await?;
-        let members = self.state.node.presence(&key).await.map_err(|e| {
-            tracing::warn!(error = %e, "presence failed");
-            error(ErrorCode::InternalError, "presence unavailable")
-        })?;
+        let members = match self.app.config.presence {
+            true => self.state.node.presence(&key).await.map_err(|e| {
+                tracing::warn!(error = %e, "presence failed");
+                error(ErrorCode::InternalError, "presence unavailable")
+            })?,
+            false => Vec::new(),
+        };
         Ok(Reply {
             channel: Some(channel.channel),
             presence: Some(PresenceList { members }),
