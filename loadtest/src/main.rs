@@ -10,6 +10,7 @@
 //! sampled from `/proc`. Every loop is bounded by count and time, and only
 //! loopback targets are accepted.
 
+mod drivers;
 mod proc_stats;
 mod report;
 mod scenario;
@@ -37,10 +38,21 @@ pub struct Target {
     /// Gateway base URL (ws://host:port); repeat for several gateways.
     #[arg(long = "url", default_value = "ws://127.0.0.1:8080", global = true)]
     pub urls: Vec<String>,
-    /// API key of the app under test: subscribers connect with it and the
-    /// publisher publishes with it.
+    /// Protocol of the server under test.
+    #[arg(long, value_enum, default_value = "native", global = true)]
+    pub driver: drivers::Kind,
+    /// Herald: the app's API key (subscribers connect with it, the
+    /// publisher publishes with it). Pusher: the app key.
     #[arg(long, default_value = "dev-key", global = true)]
     pub api_key: String,
+    /// Pusher: the app id and secret for the HTTP publish API.
+    #[arg(long, default_value = "app", global = true)]
+    pub app_id: String,
+    #[arg(long, default_value = "", global = true)]
+    pub app_secret: String,
+    /// Pusher: base URL of the HTTP API (default: the first --url over http).
+    #[arg(long, global = true)]
+    pub http_url: Option<String>,
     /// Gateway PIDs whose RSS and CPU to sample from /proc (repeat).
     #[arg(long = "pid", global = true)]
     pub pids: Vec<u32>,
@@ -95,6 +107,26 @@ pub struct Load {
     /// Seconds of publishing.
     #[arg(long, default_value_t = 10)]
     pub duration: u64,
+}
+
+impl Target {
+    pub fn driver(&self) -> drivers::Driver {
+        drivers::Driver {
+            kind: self.driver.clone(),
+            key: self.api_key.clone(),
+            app_id: self.app_id.clone(),
+            secret: self.app_secret.clone(),
+        }
+    }
+
+    pub fn http_base(&self) -> String {
+        self.http_url.clone().unwrap_or_else(|| {
+            self.urls[0]
+                .replacen("ws://", "http://", 1)
+                .trim_end_matches('/')
+                .to_owned()
+        })
+    }
 }
 
 impl Load {

@@ -1,5 +1,6 @@
 //! The scenarios.
 
+use crate::drivers::{self, Driver, Kind};
 use crate::proc_stats;
 use crate::report::{Latency, Report, ServerCost};
 use crate::wire::{self, Socket};
@@ -38,14 +39,14 @@ async fn open(
     let mut tasks = Vec::with_capacity(count);
     for i in 0..count {
         let url = target.urls[i % target.urls.len()].clone();
-        let key = target.api_key.clone();
+        let driver = target.driver();
         let channel = channel_of.map(|f| f(i));
         let permits = Arc::clone(&permits);
         tasks.push(tokio::spawn(async move {
             let _permit = permits.acquire_owned().await.ok()?;
-            let mut ws = wire::connect(&url, &key, 30).await.ok()?;
+            let mut ws = driver.connect(&url).await.ok()?;
             if let Some(channel) = channel {
-                wire::subscribe(&mut ws, &channel).await.ok()?;
+                driver.subscribe(&mut ws, &channel).await.ok()?;
             }
             Some((i, ws))
         }));
@@ -70,6 +71,7 @@ struct Received {
 /// Reads one subscriber's events until all its channel's accepted
 /// publications arrived (known once publishing ends) or `until`.
 async fn receive(
+    driver: Driver,
     mut ws: Socket,
     channel: usize,
     mut accepted: watch::Receiver<Option<Arc<Vec<u64>>>>,
@@ -100,7 +102,11 @@ async fn receive(
                 _ => break,
             },
         };
-        let Some((sent_us, seq)) = wire::stamp(frame.as_str()) else {
+        if let Some(answer) = driver.answer(frame.as_str()) {
+            let _ = ws.send(Message::Text(answer.into())).await;
+            continue;
+        }
+        let Some((sent_us, seq)) = drivers::stamp(frame.as_str()) else {
             continue;
         };
         if last.is_some_and(|l| seq <= l) {
@@ -161,6 +167,95 @@ async fn count_replies(
     (accepted, refused)
 }
 
+/// Publishes `rate` per second for `duration`, round-robin over the
+/// channels; returns the accepted publishes per channel and the refused
+/// ones by error code.
+async fn publish_all(
+    target: &Target,
+    channels: usize,
+    load: Load,
+    until: Instant,
+) -> Result<(Vec<u64>, BTreeMap<String, u64>), String> {
+    let driver = target.driver();
+    let publishes = u64::from(load.rate) * load.duration;
+    let bar = progress(target.quiet, publishes, "publishing");
+    let mut tick =
+        tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(load.rate.max(1))));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let result = match driver.kind {
+        Kind::Native | Kind::Socketio => {
+            let (mut sink, replies) = driver.connect(&target.urls[0]).await?.split();
+            // Herald acknowledges each publish; Socket.IO publishes are
+            // fire-and-forget, so every one sent counts as accepted.
+            let acks = (driver.kind == Kind::Native)
+                .then(|| tokio::spawn(count_replies(replies, publishes, channels, until)));
+            let mut sent = vec![0u64; channels];
+            for n in 0..publishes {
+                tick.tick().await;
+                let channel = (n % channels as u64) as usize;
+                let payload = Driver::payload(n / channels as u64, load.size);
+                let frame = driver.publish_frame(n + 1, &format!("bench-{channel}"), &payload);
+                sink.send(Message::Text(frame.into()))
+                    .await
+                    .map_err(|e| format!("publisher: {e}"))?;
+                sent[channel] += 1;
+                bar.inc(1);
+            }
+            let result = match acks {
+                Some(acks) => acks.await.map_err(|e| e.to_string())?,
+                None => (sent, BTreeMap::new()),
+            };
+            let _ = sink.close().await;
+            result
+        }
+        Kind::Pusher => {
+            let http = reqwest::Client::new();
+            let base = target.http_base();
+            let in_flight = Arc::new(Semaphore::new(64));
+            let mut calls = Vec::with_capacity(publishes as usize);
+            for n in 0..publishes {
+                tick.tick().await;
+                let channel = (n % channels as u64) as usize;
+                let payload = Driver::payload(n / channels as u64, load.size);
+                let (url, body) =
+                    driver.pusher_request(&base, &format!("bench-{channel}"), &payload);
+                let permit = Arc::clone(&in_flight)
+                    .acquire_owned()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let http = http.clone();
+                calls.push(tokio::spawn(async move {
+                    let _permit = permit;
+                    let status = http
+                        .post(url)
+                        .header("content-type", "application/json")
+                        .body(body)
+                        .send()
+                        .await
+                        .map(|r| r.status().as_u16());
+                    (channel, status)
+                }));
+                bar.inc(1);
+            }
+            let mut accepted = vec![0u64; channels];
+            let mut refused: BTreeMap<String, u64> = BTreeMap::new();
+            for call in calls {
+                match call.await {
+                    Ok((channel, Ok(200))) => accepted[channel] += 1,
+                    Ok((_, Ok(status))) => {
+                        *refused.entry(format!("HTTP {status}")).or_default() += 1
+                    }
+                    Ok((_, Err(e))) => *refused.entry(e.to_string()).or_default() += 1,
+                    Err(e) => *refused.entry(e.to_string()).or_default() += 1,
+                }
+            }
+            (accepted, refused)
+        }
+    };
+    bar.finish_and_clear();
+    Ok(result)
+}
+
 /// `fanout` (one channel) and `channels` (several): subscribers spread over
 /// the channels, one publisher at a steady rate, round-robin over channels.
 pub async fn fanout(target: &Target, channels: usize, load: Load) -> Result<Report, String> {
@@ -174,7 +269,6 @@ pub async fn fanout(target: &Target, channels: usize, load: Load) -> Result<Repo
     }
     let connected = proc_stats::total(&target.pids);
 
-    let publishes = u64::from(load.rate) * load.duration;
     let until = Instant::now() + load.duration() + DRAIN + Duration::from_secs(2);
     let delivered = Arc::new(AtomicU64::new(0));
     let (accepted_tx, accepted_rx) = watch::channel(None);
@@ -185,6 +279,7 @@ pub async fn fanout(target: &Target, channels: usize, load: Load) -> Result<Repo
         subscribers_on[channel] += 1;
         let counter = Arc::clone(&delivered);
         readers.push(tokio::spawn(receive(
+            target.driver(),
             ws,
             channel,
             accepted_rx.clone(),
@@ -211,33 +306,9 @@ pub async fn fanout(target: &Target, channels: usize, load: Load) -> Result<Repo
         samples
     });
 
-    let (mut publisher, replies) = wire::connect(&target.urls[0], &target.api_key, 30)
-        .await?
-        .split();
-    let acks = tokio::spawn(count_replies(replies, publishes, channels, until));
-    let bar = progress(target.quiet, publishes, "publishing");
     let started = Instant::now();
-    let mut tick =
-        tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(load.rate.max(1))));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    for n in 0..publishes {
-        tick.tick().await;
-        let channel = (n % channels as u64) as usize;
-        let frame = wire::publish_frame(
-            n + 1,
-            &format!("bench-{channel}"),
-            n / channels as u64,
-            load.size,
-        );
-        publisher
-            .send(Message::Text(frame.into()))
-            .await
-            .map_err(|e| format!("publisher: {e}"))?;
-        bar.inc(1);
-    }
+    let (accepted, refused) = publish_all(target, channels, load, until).await?;
     let publish_time = started.elapsed();
-    bar.finish_and_clear();
-    let (accepted, refused) = acks.await.map_err(|e| e.to_string())?;
     let accepted = Arc::new(accepted);
     let _ = accepted_tx.send(Some(Arc::clone(&accepted)));
     let expected_deliveries: u64 = accepted
@@ -259,7 +330,6 @@ pub async fn fanout(target: &Target, channels: usize, load: Load) -> Result<Repo
     stop.store(true, Ordering::Relaxed);
     let deliveries_timeline = timeline.await.unwrap_or_default();
     let after = proc_stats::total(&target.pids);
-    let _ = publisher.close().await;
 
     let connections = total_subscribers - connect_errors;
     Ok(Report {
