@@ -23,6 +23,14 @@ pub mod presence;
 pub mod redis;
 
 pub use key::{ChannelKey, KeyError, Scope};
+/// Wall-clock milliseconds since the Unix epoch (0 if the clock is before it).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 pub use node::{ClusterOptions, Node, NodeError, NodeStats, SubscribeOutcome};
 pub use outbound::{EncodedFrame, Outbound, Subscriber};
 pub use redis::registry::NodeInfo;

@@ -20,14 +20,7 @@ use herald_protocol::server::Member;
 use herald_protocol::StreamPosition;
 use herald_rate_limiter::SharedStore;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
@@ -114,7 +107,7 @@ impl Node {
         let backplane = Arc::new(MemoryBackplane::new(Arc::clone(&hub), Arc::clone(&history)));
         Arc::new(Node {
             id: id.into(),
-            started_at_ms: now(),
+            started_at_ms: crate::now_ms(),
             connections: Arc::new(AtomicUsize::new(0)),
             registry: None,
             redis_stats: None,
@@ -142,7 +135,7 @@ impl Node {
         let hub = Arc::new(Hub::new());
         let backplane = RedisBackplane::start(Arc::clone(&redis), Arc::clone(&hub), &id).await;
         let connections = Arc::new(AtomicUsize::new(0));
-        let started_at_ms = now();
+        let started_at_ms = crate::now_ms();
         let registry = Registry::start(
             Arc::clone(&redis),
             NodeInfo {

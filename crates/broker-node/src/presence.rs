@@ -46,6 +46,15 @@ pub trait PresenceStore: Send + Sync + 'static {
     async fn members(&self, key: &ChannelKey) -> Result<Vec<Member>, PresenceError>;
 }
 
+/// The order members are listed in: earliest joined first.
+pub fn sort_members(members: &mut [Member]) {
+    members.sort_by(|a, b| {
+        a.joined_at
+            .cmp(&b.joined_at)
+            .then(a.presence_id.cmp(&b.presence_id))
+    });
+}
+
 /// Presence for the embedded, single-node mode: announcements go straight
 /// to the local hub.
 pub struct MemoryPresence {
@@ -143,11 +152,7 @@ impl MemberSets {
             .get(channel)
             .map(|m| m.values().map(|e| e.member.clone()).collect())
             .unwrap_or_default();
-        members.sort_by(|a, b| {
-            a.joined_at
-                .cmp(&b.joined_at)
-                .then(a.presence_id.cmp(&b.presence_id))
-        });
+        sort_members(&mut members);
         members
     }
 }

@@ -3,21 +3,13 @@
 
 mod common;
 
-use common::{user_token, Client, Herald};
+use common::{metric, user_token, Client, Herald};
 use futures_util::StreamExt;
 use serde_json::json;
 use std::process::Stdio;
 use std::time::Duration;
 use tokio::io::AsyncBufReadExt;
 use tokio_tungstenite::tungstenite::Message;
-
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no metric {name}"))
-}
 
 #[tokio::test]
 async fn slow_consumer_is_disconnected_while_a_fast_one_keeps_receiving() {

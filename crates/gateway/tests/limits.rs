@@ -3,17 +3,9 @@
 mod common;
 
 use common::redis::RedisServer;
-use common::{user_token, Client, Herald};
+use common::{metric, user_token, Client, Herald};
 use serde_json::json;
 use std::time::{Duration, Instant};
-
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no metric {name}"))
-}
 
 #[tokio::test]
 async fn a_flooding_connection_is_told_then_closed_and_others_are_unaffected() {

@@ -11,6 +11,7 @@
 
 use super::{keys, Redis};
 use crate::key::ChannelKey;
+use crate::now_ms;
 use crate::presence::{PresenceError, PresenceStore};
 use async_trait::async_trait;
 use fred::prelude::*;
@@ -19,7 +20,7 @@ use herald_protocol::server::Member;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// Channels swept per round.
 const SWEEP_BATCH: i64 = 256;
@@ -29,13 +30,6 @@ pub struct RedisPresence {
     ttl: Duration,
     /// This gateway's own entries: channel id -> field -> member JSON.
     local: Mutex<HashMap<String, HashMap<String, String>>>,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 fn unavailable(e: String) -> PresenceError {
@@ -290,11 +284,7 @@ impl PresenceStore for RedisPresence {
             }
         }
         let mut members: Vec<Member> = members.into_values().collect();
-        members.sort_by(|a, b| {
-            a.joined_at
-                .cmp(&b.joined_at)
-                .then(a.presence_id.cmp(&b.presence_id))
-        });
+        crate::presence::sort_members(&mut members);
         Ok(members)
     }
 }

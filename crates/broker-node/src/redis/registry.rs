@@ -1,12 +1,13 @@
 //! Live gateways: each registers itself with a heartbeat.
 
 use super::{keys, Redis};
+use crate::now_ms;
 use fred::prelude::*;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 const HEARTBEAT: Duration = Duration::from_secs(2);
 /// A gateway that missed this many heartbeats is gone.
@@ -21,13 +22,6 @@ pub struct NodeInfo {
     pub connections: usize,
     /// Epoch milliseconds.
     pub started_at: String,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 pub struct Registry {
