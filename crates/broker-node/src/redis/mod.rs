@@ -187,12 +187,23 @@ impl Redis {
 
     pub(crate) async fn subscribe_topics(&self, topics: Vec<String>) -> RedisResult<()> {
         if !self.cluster {
-            return self
-                .subscriber
+            self.subscriber
                 .subscribe(topics)
                 .await
+                .map_err(|e| e.to_string())?;
+            // fred answers SUBSCRIBE as soon as it is written, not when Redis
+            // confirms it. A PING on the same connection is answered only
+            // after Redis has processed everything sent before it, so once
+            // it returns the subscription is in place.
+            return self
+                .subscriber
+                .ping::<Value>(None)
+                .await
+                .map(|_| ())
                 .map_err(|e| e.to_string());
         }
+        // SSUBSCRIBE, unlike SUBSCRIBE, is answered by fred only when Redis
+        // confirms it.
         // SSUBSCRIBE takes channels of one slot at a time.
         let groups = fred::util::group_by_hash_slot(topics).map_err(|e| e.to_string())?;
         let calls = groups.into_values().map(|keys| {
