@@ -211,7 +211,10 @@ async fn publish_all(
         Kind::Pusher => {
             let http = reqwest::Client::new();
             let base = target.http_base();
-            let in_flight = Arc::new(Semaphore::new(64));
+            // One request at a time keeps publications in order, as the
+            // WebSocket publishers do; concurrent requests would reach the
+            // server (and subscribers) reordered.
+            let in_flight = Arc::new(Semaphore::new(1));
             let mut calls = Vec::with_capacity(publishes as usize);
             for n in 0..publishes {
                 tick.tick().await;
