@@ -19,6 +19,8 @@ pub struct Report {
     pub delivered: u64,
     pub lost: u64,
     pub duplicated: u64,
+    /// Delivered after a later publication of the same channel.
+    pub reordered: u64,
     pub publish_seconds: f64,
     pub deliveries_per_second: f64,
     pub latency_ms: Latency,
@@ -87,8 +89,8 @@ impl Report {
                 format!("{} of {}", self.delivered, self.expected_deliveries),
             );
             row(
-                "lost / duplicated",
-                format!("{} / {}", self.lost, self.duplicated),
+                "lost / duplicated / reordered",
+                format!("{} / {} / {}", self.lost, self.duplicated, self.reordered),
             );
             row("deliveries/s", format!("{:.0}", self.deliveries_per_second));
             let l = &self.latency_ms;

@@ -66,6 +66,8 @@ struct Received {
     histogram: Histogram<u64>,
     delivered: u64,
     duplicated: u64,
+    /// Arrived after a later publication of the same channel.
+    reordered: u64,
 }
 
 /// Reads one subscriber's events until all its channel's accepted
@@ -82,8 +84,12 @@ async fn receive(
         histogram: histogram(),
         delivered: 0,
         duplicated: 0,
+        reordered: 0,
     };
-    let mut last: Option<u64> = None;
+    // Sequence numbers seen, as a bitset: a duplicate is one seen before;
+    // one below the highest seen is reordered, not lost.
+    let mut seen: Vec<u64> = Vec::new();
+    let mut highest: Option<u64> = None;
     let mut expected = u64::MAX;
     while r.delivered < expected {
         let frame = tokio::select! {
@@ -109,11 +115,19 @@ async fn receive(
         let Some((sent_us, seq)) = drivers::stamp(frame.as_str()) else {
             continue;
         };
-        if last.is_some_and(|l| seq <= l) {
+        let (word, bit) = ((seq / 64) as usize, 1u64 << (seq % 64));
+        if seen.len() <= word {
+            seen.resize(word + 1, 0);
+        }
+        if seen[word] & bit != 0 {
             r.duplicated += 1;
             continue;
         }
-        last = Some(seq);
+        seen[word] |= bit;
+        if highest.is_some_and(|h| seq < h) {
+            r.reordered += 1;
+        }
+        highest = highest.max(Some(seq));
         r.delivered += 1;
         counter.fetch_add(1, Ordering::Relaxed);
         let _ = r
@@ -321,12 +335,13 @@ pub async fn fanout(target: &Target, channels: usize, load: Load) -> Result<Repo
         .sum();
 
     let mut histogram = histogram();
-    let (mut got, mut duplicated) = (0, 0);
+    let (mut got, mut duplicated, mut reordered) = (0, 0, 0);
     for reader in readers {
         if let Ok(r) = reader.await {
             let _ = histogram.add(&r.histogram);
             got += r.delivered;
             duplicated += r.duplicated;
+            reordered += r.reordered;
         }
     }
     let delivery_time = started.elapsed();
@@ -355,6 +370,7 @@ pub async fn fanout(target: &Target, channels: usize, load: Load) -> Result<Repo
         delivered: got,
         lost: expected_deliveries.saturating_sub(got),
         duplicated,
+        reordered,
         publish_seconds: publish_time.as_secs_f64(),
         deliveries_per_second: got as f64 / delivery_time.as_secs_f64().max(1e-9),
         latency_ms: Latency::of(&histogram),
