@@ -2,8 +2,9 @@
 //! latency, throughput, losses and the server's cost.
 //!
 //! Scenarios ([`scenario`]): `fanout` (one channel, many subscribers),
-//! `channels` (many channels, few subscribers each), `connect-storm` (open
-//! connections as fast as the server accepts them). Connections go
+//! `channels` (many channels, few subscribers each), `presence-churn` (users
+//! joining and leaving), `connect-storm` (open connections as fast as the
+//! server accepts them). Connections go
 //! round-robin over the `--url`s given (gateways, or one load balancer).
 //! Publish timestamps travel in the payload; every delivery's latency goes
 //! into an HDR histogram. With `--pid`, the gateways' RSS and CPU are
@@ -81,6 +82,15 @@ pub enum Scenario {
         channels: usize,
         #[command(flatten)]
         load: Load,
+    },
+    /// U users join and leave one presence channel in a loop (subscribe,
+    /// unsubscribe) for D seconds while a watcher counts the joins and
+    /// leaves it is told of. Native driver only.
+    PresenceChurn {
+        #[arg(long, default_value_t = 100)]
+        users: usize,
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
     },
     /// Open N connections as fast as the server accepts them, hold them,
     /// report the connect rate and memory per connection.
@@ -164,6 +174,9 @@ async fn main() -> ExitCode {
         Scenario::Fanout(load) => scenario::fanout(&cli.target, 1, load).await,
         Scenario::Channels { channels, load } => {
             scenario::fanout(&cli.target, channels.max(1), load).await
+        }
+        Scenario::PresenceChurn { users, duration } => {
+            scenario::presence_churn(&cli.target, users, Duration::from_secs(duration)).await
         }
         Scenario::ConnectStorm { connections, hold } => {
             scenario::connect_storm(&cli.target, connections, Duration::from_secs(hold)).await

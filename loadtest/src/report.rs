@@ -24,6 +24,12 @@ pub struct Report {
     pub publish_seconds: f64,
     pub deliveries_per_second: f64,
     pub latency_ms: Latency,
+    /// presence-churn: subscribe and unsubscribe round trips completed.
+    pub operations: u64,
+    pub operations_per_second: f64,
+    /// presence-churn: joins and leaves a watcher saw.
+    pub presence_joins: u64,
+    pub presence_leaves: u64,
     /// Deliveries in each second of the run.
     pub deliveries_timeline: Vec<u64>,
     pub server: Option<ServerCost>,
@@ -100,6 +106,21 @@ impl Report {
                     "{:.2} / {:.2} / {:.2} / {:.2} / {:.2}",
                     l.p50, l.p90, l.p99, l.p999, l.max
                 ),
+            );
+        }
+        if self.operations > 0 {
+            row(
+                "operations",
+                format!("{} ({:.0}/s)", self.operations, self.operations_per_second),
+            );
+            row(
+                "presence joins / leaves seen",
+                format!("{} / {}", self.presence_joins, self.presence_leaves),
+            );
+            let l = &self.latency_ms;
+            row(
+                "op latency ms p50/p99/max",
+                format!("{:.2} / {:.2} / {:.2}", l.p50, l.p99, l.max),
             );
         }
         if let Some(s) = &self.server {

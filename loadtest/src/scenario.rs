@@ -376,6 +376,7 @@ pub async fn fanout(target: &Target, channels: usize, load: Load) -> Result<Repo
         latency_ms: Latency::of(&histogram),
         deliveries_timeline,
         server: cost(target, before, connected, after, connections, got),
+        ..Report::default()
     })
 }
 
@@ -429,6 +430,109 @@ pub async fn connect_storm(
         connect_seconds: connect_time.as_secs_f64(),
         connects_per_second: open_count as f64 / connect_time.as_secs_f64().max(1e-9),
         server: cost(target, before, connected, after, open_count, 0),
+        ..Report::default()
+    })
+}
+
+/// One user's loop: subscribe, unsubscribe, until `until`; returns the
+/// round-trip times.
+async fn churn(mut ws: Socket, until: Instant) -> Result<Histogram<u64>, String> {
+    let mut h = histogram();
+    let mut id = 0u64;
+    while Instant::now() < until {
+        for kind in ["subscribe", "unsubscribe"] {
+            id += 1;
+            let frame = format!(r#"{{"id":{id},"type":"{kind}","channel":"room","global":true}}"#);
+            let sent = wire::now_us();
+            ws.send(Message::Text(frame.into()))
+                .await
+                .map_err(|e| e.to_string())?;
+            loop {
+                let text = match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+                    Ok(Some(Ok(Message::Text(t)))) => t,
+                    Ok(Some(Ok(_))) => continue,
+                    other => return Err(format!("connection ended: {other:?}")),
+                };
+                match wire::reply(text.as_str()) {
+                    Some((reply_id, Ok(()))) if reply_id == id => break,
+                    Some((reply_id, Err(code))) if reply_id == id => return Err(code),
+                    _ => {}
+                }
+            }
+            let _ = h.record(wire::now_us().saturating_sub(sent).max(1));
+        }
+    }
+    let _ = ws.close(None).await;
+    Ok(h)
+}
+
+/// `presence-churn`: users join and leave one channel while a watcher
+/// counts the announcements.
+pub async fn presence_churn(
+    target: &Target,
+    users: usize,
+    duration: Duration,
+) -> Result<Report, String> {
+    if target.driver != Kind::Native {
+        return Err("presence-churn speaks Herald's protocol only (--driver native)".into());
+    }
+    let driver = target.driver();
+    let mut watcher = driver.connect(&target.urls[0]).await?;
+    driver.subscribe(&mut watcher, "room").await?;
+    let before = proc_stats::total(&target.pids);
+    let (sockets, connect_errors, connect_time) = open(target, users, None).await;
+    let connected = proc_stats::total(&target.pids);
+    let started = Instant::now();
+    let until = started + duration;
+    let tasks: Vec<_> = sockets
+        .into_iter()
+        .map(|(_, ws)| tokio::spawn(churn(ws, until)))
+        .collect();
+    let watching = tokio::spawn(async move {
+        let (mut joins, mut leaves) = (0u64, 0u64);
+        let quiet_after = until + Duration::from_secs(2);
+        while let Ok(Some(Ok(message))) =
+            tokio::time::timeout_at(quiet_after.into(), watcher.next()).await
+        {
+            if let Message::Text(t) = message {
+                if t.as_str().starts_with("{\"type\":\"presence:join\"") {
+                    joins += 1;
+                } else if t.as_str().starts_with("{\"type\":\"presence:leave\"") {
+                    leaves += 1;
+                }
+            }
+        }
+        (joins, leaves)
+    });
+    let mut histogram = histogram();
+    let mut failures = BTreeMap::new();
+    for task in tasks {
+        match task.await {
+            Ok(Ok(h)) => {
+                let _ = histogram.add(&h);
+            }
+            Ok(Err(e)) => *failures.entry(e).or_insert(0u64) += 1,
+            Err(e) => *failures.entry(e.to_string()).or_insert(0u64) += 1,
+        }
+    }
+    let elapsed = started.elapsed();
+    let (presence_joins, presence_leaves) = watching.await.map_err(|e| e.to_string())?;
+    let after = proc_stats::total(&target.pids);
+    let operations = histogram.len();
+    Ok(Report {
+        scenario: "presence-churn".into(),
+        parameters: json!({"urls": target.urls, "users": users, "duration": duration.as_secs()}),
+        connections: users - connect_errors,
+        connect_errors,
+        connect_seconds: connect_time.as_secs_f64(),
+        connects_per_second: (users - connect_errors) as f64 / connect_time.as_secs_f64().max(1e-9),
+        publish_errors: failures,
+        latency_ms: Latency::of(&histogram),
+        operations,
+        operations_per_second: operations as f64 / elapsed.as_secs_f64().max(1e-9),
+        presence_joins,
+        presence_leaves,
+        server: cost(target, before, connected, after, users - connect_errors, 0),
         ..Report::default()
     })
 }

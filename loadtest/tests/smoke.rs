@@ -141,6 +141,17 @@ fn every_scenario_runs_and_nothing_is_lost() {
     );
     assert_eq!(channels["delivered"], 400);
 
+    let churn = run(
+        &server,
+        &["presence-churn", "--users", "10", "--duration", "2"],
+    );
+    let ops = churn["operations"].as_u64().unwrap();
+    assert!(ops > 0);
+    // Every subscribe was announced as a join and every unsubscribe as a
+    // leave, once (API-key connections are a member each).
+    assert_eq!(churn["presence_joins"].as_u64().unwrap() * 2, ops);
+    assert_eq!(churn["presence_joins"], churn["presence_leaves"]);
+
     let storm = run(
         &server,
         &["connect-storm", "--connections", "200", "--hold", "1"],
