@@ -4,7 +4,8 @@
 //! Scenarios ([`scenario`]): `fanout` (one channel, many subscribers),
 //! `channels` (many channels, few subscribers each), `presence-churn` (users
 //! joining and leaving), `connect-storm` (open connections as fast as the
-//! server accepts them). Connections go
+//! server accepts them), `reconnect` (kill a gateway mid-stream and judge
+//! the recovery by offsets). Connections go
 //! round-robin over the `--url`s given (gateways, or one load balancer).
 //! Publish timestamps travel in the payload; every delivery's latency goes
 //! into an HDR histogram. With `--pid`, the gateways' RSS and CPU are
@@ -82,6 +83,20 @@ pub enum Scenario {
         channels: usize,
         #[command(flatten)]
         load: Load,
+    },
+    /// Subscribers (Rust client, reconnecting across the --url gateways)
+    /// receive a steady stream while the gateway with PID --kill is killed
+    /// (SIGKILL) after --kill-after seconds; reports the time to reconnect
+    /// and resubscribe, and losses or duplicates judged by offsets. The
+    /// publisher uses the last --url: kill another gateway. The app needs
+    /// history (history_size) for the missed range to be recovered.
+    Reconnect {
+        #[command(flatten)]
+        load: Load,
+        #[arg(long)]
+        kill: u32,
+        #[arg(long, default_value_t = 3)]
+        kill_after: u64,
     },
     /// U users join and leave one presence channel in a loop (subscribe,
     /// unsubscribe) for D seconds while a watcher counts the joins and
@@ -175,6 +190,11 @@ async fn main() -> ExitCode {
         Scenario::Channels { channels, load } => {
             scenario::fanout(&cli.target, channels.max(1), load).await
         }
+        Scenario::Reconnect {
+            load,
+            kill,
+            kill_after,
+        } => scenario::reconnect(&cli.target, load, kill, Duration::from_secs(kill_after)).await,
         Scenario::PresenceChurn { users, duration } => {
             scenario::presence_churn(&cli.target, users, Duration::from_secs(duration)).await
         }

@@ -24,6 +24,11 @@ pub struct Report {
     pub publish_seconds: f64,
     pub deliveries_per_second: f64,
     pub latency_ms: Latency,
+    /// reconnect: time from losing the connection to being resubscribed,
+    /// per subscriber that lost it.
+    pub reconnect_ms: Option<Latency>,
+    /// reconnect: resubscribes the server could not recover.
+    pub not_recovered: u64,
     /// presence-churn: subscribe and unsubscribe round trips completed.
     pub operations: u64,
     pub operations_per_second: f64,
@@ -100,13 +105,22 @@ impl Report {
             );
             row("deliveries/s", format!("{:.0}", self.deliveries_per_second));
             let l = &self.latency_ms;
+            if l.max > 0.0 {
+                row(
+                    "latency ms p50/p90/p99/p99.9/max",
+                    format!(
+                        "{:.2} / {:.2} / {:.2} / {:.2} / {:.2}",
+                        l.p50, l.p90, l.p99, l.p999, l.max
+                    ),
+                );
+            }
+        }
+        if let Some(r) = &self.reconnect_ms {
             row(
-                "latency ms p50/p90/p99/p99.9/max",
-                format!(
-                    "{:.2} / {:.2} / {:.2} / {:.2} / {:.2}",
-                    l.p50, l.p90, l.p99, l.p999, l.max
-                ),
+                "reconnect ms p50/p99/max",
+                format!("{:.1} / {:.1} / {:.1}", r.p50, r.p99, r.max),
             );
+            row("not recovered", self.not_recovered.to_string());
         }
         if self.operations > 0 {
             row(

@@ -536,3 +536,172 @@ pub async fn presence_churn(
         ..Report::default()
     })
 }
+
+struct Survivor {
+    delivered: u64,
+    duplicated: u64,
+    reconnects: Vec<u64>,
+    not_recovered: u64,
+}
+
+/// One reconnecting subscriber: counts publications by offset and times
+/// each reconnect (from the disconnect to the resubscribe).
+async fn survive(
+    client: herald_client::Client,
+    mut events: tokio::sync::mpsc::Receiver<herald_client::Event>,
+    mut accepted: watch::Receiver<Option<Arc<Vec<u64>>>>,
+    until: Instant,
+) -> Survivor {
+    use herald_client::Event;
+    let mut s = Survivor {
+        delivered: 0,
+        duplicated: 0,
+        reconnects: Vec::new(),
+        not_recovered: 0,
+    };
+    let mut last_offset = 0u64;
+    let mut lost_at: Option<Instant> = None;
+    let mut expected = u64::MAX;
+    while s.delivered < expected {
+        let event = tokio::select! {
+            changed = accepted.changed(), if expected == u64::MAX => {
+                if changed.is_err() {
+                    break;
+                }
+                if let Some(counts) = accepted.borrow().as_ref() {
+                    expected = counts[0];
+                }
+                continue;
+            }
+            event = tokio::time::timeout_at(until.into(), events.recv()) => match event {
+                Ok(Some(event)) => event,
+                _ => break,
+            },
+        };
+        match event {
+            Event::Publication(p) => {
+                if p.meta.offset <= last_offset {
+                    s.duplicated += 1;
+                } else {
+                    last_offset = p.meta.offset;
+                    s.delivered += 1;
+                }
+            }
+            Event::Disconnected { .. } => {
+                lost_at.get_or_insert_with(Instant::now);
+            }
+            Event::Resubscribed { recovered, .. } => {
+                if let Some(at) = lost_at.take() {
+                    s.reconnects.push(at.elapsed().as_micros() as u64);
+                }
+                if !recovered {
+                    s.not_recovered += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    client.close();
+    s
+}
+
+/// `reconnect`: kill a gateway under a steady stream and judge recovery.
+pub async fn reconnect(
+    target: &Target,
+    load: Load,
+    kill: u32,
+    kill_after: Duration,
+) -> Result<Report, String> {
+    if target.driver != Kind::Native || target.urls.len() < 2 {
+        return Err("reconnect needs --driver native and at least two --url gateways".into());
+    }
+    let until = Instant::now() + load.duration() + DRAIN + Duration::from_secs(10);
+    let (accepted_tx, accepted_rx) = watch::channel(None);
+    let started_connecting = Instant::now();
+    let mut survivors = Vec::new();
+    let mut connect_errors = 0;
+    for i in 0..load.subscribers {
+        // Each subscriber starts on a different gateway and knows them all.
+        let n = target.urls.len();
+        let urls: Vec<String> = (0..n)
+            .map(|k| {
+                format!(
+                    "{}/v1/ws?apiKey={}",
+                    target.urls[(i + k) % n].trim_end_matches('/'),
+                    target.api_key
+                )
+            })
+            .collect();
+        let config = herald_client::ClientConfig {
+            urls,
+            token: None,
+            backoff: (Duration::from_millis(50), Duration::from_secs(2)),
+            event_buffer: 65536,
+        };
+        match herald_client::connect(config).await {
+            Ok((client, events)) => {
+                let options = herald_client::SubscribeOptions::global();
+                if client.subscribe("bench-0", options).await.is_err() {
+                    connect_errors += 1;
+                    continue;
+                }
+                survivors.push(tokio::spawn(survive(
+                    client,
+                    events,
+                    accepted_rx.clone(),
+                    until,
+                )));
+            }
+            Err(_) => connect_errors += 1,
+        }
+    }
+    let connect_time = started_connecting.elapsed();
+    let killer = tokio::spawn(async move {
+        tokio::time::sleep(kill_after).await;
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &kill.to_string()])
+            .status();
+    });
+    let mut last_url = target.clone();
+    last_url.urls = vec![target.urls[target.urls.len() - 1].clone()];
+    let started = Instant::now();
+    let (accepted, refused) = publish_all(&last_url, 1, load, until).await?;
+    let publish_time = started.elapsed();
+    let _ = killer.await;
+    let expected_each = accepted[0];
+    let _ = accepted_tx.send(Some(Arc::new(accepted.clone())));
+    let mut reconnects = histogram();
+    let (mut delivered, mut duplicated, mut not_recovered) = (0, 0, 0);
+    let connections = survivors.len();
+    for survivor in survivors {
+        if let Ok(s) = survivor.await {
+            delivered += s.delivered;
+            duplicated += s.duplicated;
+            not_recovered += s.not_recovered;
+            for us in s.reconnects {
+                let _ = reconnects.record(us.max(1));
+            }
+        }
+    }
+    let expected_deliveries = expected_each * connections as u64;
+    Ok(Report {
+        scenario: "reconnect".into(),
+        parameters: json!({"urls": target.urls, "subscribers": load.subscribers, "rate": load.rate,
+                           "duration": load.duration, "kill": kill, "kill_after": kill_after.as_secs()}),
+        connections,
+        connect_errors,
+        connect_seconds: connect_time.as_secs_f64(),
+        connects_per_second: connections as f64 / connect_time.as_secs_f64().max(1e-9),
+        published: expected_each,
+        publish_errors: refused,
+        expected_deliveries,
+        delivered,
+        lost: expected_deliveries.saturating_sub(delivered),
+        duplicated,
+        publish_seconds: publish_time.as_secs_f64(),
+        deliveries_per_second: delivered as f64 / started.elapsed().as_secs_f64().max(1e-9),
+        reconnect_ms: (!reconnects.is_empty()).then(|| Latency::of(&reconnects)),
+        not_recovered,
+        ..Report::default()
+    })
+}
