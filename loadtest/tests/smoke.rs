@@ -34,14 +34,21 @@ impl Drop for Server {
 }
 
 fn start() -> Server {
+    start_with(&[], "")
+}
+
+/// A gateway with `args` added to `herald serve` and `extra` app settings.
+fn start_with(args: &[&str], extra: &str) -> Server {
     let mut config = tempfile::NamedTempFile::new().unwrap();
     writeln!(
         config,
-        "connections_per_second_per_ip = 0\n[[apps]]\nid = \"bench\"\napi_keys = [\"bench-key\"]\nops_per_second = 0"
+        "connections_per_second_per_ip = 0\n[[apps]]\nid = \"bench\"\napi_keys = [\"bench-key\"]\nops_per_second = 0\n{extra}"
     )
     .unwrap();
     let mut child = Command::new(herald_binary())
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .arg("--config")
         .arg(config.path())
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
@@ -178,4 +185,94 @@ fn non_loopback_targets_are_refused() {
         .status()
         .unwrap();
     assert_eq!(status.code(), Some(2));
+}
+
+/// A `redis-server` on a free loopback port, stopped when dropped.
+struct Redis(Child, u16);
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn redis() -> Redis {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-server (scripts/test installs it)");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "redis-server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Redis(child, port)
+}
+
+#[test]
+fn reconnect_scenario_recovers_everything_when_a_gateway_dies() {
+    let redis = redis();
+    let url = format!("redis://127.0.0.1:{}", redis.1);
+    let args = ["--redis", url.as_str()];
+    let settings = "presence = false\nhistory_size = 10000";
+    let victim = start_with(&args, settings);
+    let survivor = start_with(&args, settings);
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let status = Command::new(env!("CARGO_BIN_EXE_herald-loadtest"))
+        .args([
+            "--url",
+            &victim.url,
+            "--url",
+            &survivor.url,
+            "--api-key",
+            "bench-key",
+            "--quiet",
+        ])
+        .arg("--out")
+        .arg(out.path())
+        .args([
+            "reconnect",
+            "--subscribers",
+            "20",
+            "--rate",
+            "100",
+            "--duration",
+            "3",
+        ])
+        .args([
+            "--kill",
+            &victim.child.id().to_string(),
+            "--kill-after",
+            "1",
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path()).unwrap()).unwrap();
+    assert_eq!(report["published"], 300);
+    assert_eq!(report["delivered"], 6000, "{report}");
+    assert_eq!(report["duplicated"], 0);
+    assert_eq!(report["not_recovered"], 0);
+    // Half the subscribers were on the killed gateway and came back.
+    assert!(
+        report["reconnect_ms"]["max"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
 }
