@@ -25,15 +25,15 @@ pub enum KeyError {
 }
 
 /// The product context that scopes a channel.
-#[derive(Debug, Clone)]
-pub enum Scope {
+#[derive(Debug, Clone, Copy)]
+pub enum Scope<'a> {
     /// A global channel: no context.
     Global,
     /// A scoped channel: the context of the party, narrowed to the
     /// properties named in `overrides` when given.
     Context {
-        context: Map<String, Value>,
-        overrides: Option<Vec<String>>,
+        context: &'a Map<String, Value>,
+        overrides: Option<&'a [String]>,
     },
 }
 
@@ -56,7 +56,7 @@ impl ChannelKey {
     pub fn new(
         app: &str,
         name: &str,
-        scope: &Scope,
+        scope: &Scope<'_>,
         claims: Option<&Value>,
     ) -> Result<ChannelKey, KeyError> {
         validate_channel_name(name)?;
@@ -72,7 +72,7 @@ impl ChannelKey {
             Scope::Context { context, overrides } => {
                 canon.push_str("s\n");
                 match overrides {
-                    None => canonical_json(&Value::Object(context.clone()), &mut canon),
+                    None => canonical_map(context, &mut canon),
                     Some(names) => {
                         let mut names: Vec<&String> = names.iter().collect();
                         names.sort();
@@ -91,7 +91,7 @@ impl ChannelKey {
                             ),
                             &mut canon,
                         );
-                        canonical_json(&Value::Object(picked), &mut canon);
+                        canonical_map(&picked, &mut canon);
                     }
                 }
                 canon.push('\n');
@@ -171,20 +171,7 @@ fn push_field(out: &mut String, s: &str) {
 /// changes which channel a party lands on.
 pub fn canonical_json(v: &Value, out: &mut String) {
     match v {
-        Value::Object(map) => {
-            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-            entries.sort_by(|a, b| a.0.cmp(b.0));
-            out.push('{');
-            for (i, (k, v)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String(k.clone()).to_string());
-                out.push(':');
-                canonical_json(v, out);
-            }
-            out.push('}');
-        }
+        Value::Object(map) => canonical_map(map, out),
         Value::Array(items) => {
             out.push('[');
             for (i, v) in items.iter().enumerate() {
@@ -197,6 +184,21 @@ pub fn canonical_json(v: &Value, out: &mut String) {
         }
         other => out.push_str(&other.to_string()),
     }
+}
+
+fn canonical_map(map: &Map<String, Value>, out: &mut String) {
+    let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+    entries.sort_by(|a, b| a.0.cmp(b.0));
+    out.push('{');
+    for (i, (k, v)) in entries.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&Value::String(k.clone()).to_string());
+        out.push(':');
+        canonical_json(v, out);
+    }
+    out.push('}');
 }
 
 fn allowed_in_channel(c: char) -> bool {
@@ -243,15 +245,16 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn ctx(v: Value) -> Map<String, Value> {
-        v.as_object().unwrap().clone()
-    }
-
-    fn scoped(c: Value, overrides: Option<&[&str]>) -> Scope {
-        Scope::Context {
-            context: ctx(c),
-            overrides: overrides.map(|o| o.iter().map(|s| s.to_string()).collect()),
-        }
+    /// The key of a scoped channel for context `c`, narrowed by `overrides`.
+    fn scoped(c: Value, overrides: Option<&[&str]>) -> ChannelKey {
+        let context = c.as_object().unwrap().clone();
+        let overrides: Option<Vec<String>> =
+            overrides.map(|o| o.iter().map(|s| s.to_string()).collect());
+        let scope = Scope::Context {
+            context: &context,
+            overrides: overrides.as_deref(),
+        };
+        key(&scope, None)
     }
 
     fn key(scope: &Scope, claims: Option<&Value>) -> ChannelKey {
@@ -260,37 +263,31 @@ mod tests {
 
     #[test]
     fn context_key_order_does_not_matter() {
-        let a = key(&scoped(json!({"issue":"1","project":"2"}), None), None);
-        let b = key(&scoped(json!({"project":"2","issue":"1"}), None), None);
+        let a = scoped(json!({"issue":"1","project":"2"}), None);
+        let b = scoped(json!({"project":"2","issue":"1"}), None);
         assert_eq!(a, b);
     }
 
     #[test]
     fn whole_context_scopes_by_default() {
-        let a = key(&scoped(json!({"module":"m1","issue":"1"}), None), None);
-        let b = key(&scoped(json!({"module":"m2","issue":"1"}), None), None);
+        let a = scoped(json!({"module":"m1","issue":"1"}), None);
+        let b = scoped(json!({"module":"m2","issue":"1"}), None);
         assert_ne!(a, b);
     }
 
     #[test]
     fn overrides_pick_properties() {
-        let a = key(
-            &scoped(json!({"module":"m1","issue":"1"}), Some(&["issue"])),
-            None,
-        );
-        let b = key(
-            &scoped(json!({"module":"m2","issue":"1"}), Some(&["issue"])),
-            None,
-        );
+        let a = scoped(json!({"module":"m1","issue":"1"}), Some(&["issue"]));
+        let b = scoped(json!({"module":"m2","issue":"1"}), Some(&["issue"]));
         assert_eq!(a, b);
     }
 
     #[test]
     fn override_lists_must_match_exactly() {
         let c = json!({"project":"2","issue":"1"});
-        let a = key(&scoped(c.clone(), Some(&["project"])), None);
-        let b = key(&scoped(c.clone(), Some(&["project", "issue"])), None);
-        let b2 = key(&scoped(c, Some(&["issue", "project"])), None);
+        let a = scoped(c.clone(), Some(&["project"]));
+        let b = scoped(c.clone(), Some(&["project", "issue"]));
+        let b2 = scoped(c, Some(&["issue", "project"]));
         assert_ne!(a, b);
         assert_eq!(b, b2);
     }
@@ -298,7 +295,7 @@ mod tests {
     #[test]
     fn global_is_its_own_namespace() {
         let g = key(&Scope::Global, None);
-        let s = key(&scoped(json!({}), None), None);
+        let s = scoped(json!({}), None);
         assert_ne!(g, s);
         assert!(g.global());
     }

@@ -534,6 +534,31 @@ mod tests {
         assert_eq!(node.stats().slow_consumers, 1);
     }
 
+    /// Subscribes with `since` and returns what the reply would be made of.
+    async fn recover(node: &Node, key: &ChannelKey, since: StreamPosition) -> SubscribeOutcome {
+        let (outbound, _rx, _kick) = Outbound::new(16);
+        let mut seen = None;
+        let sub = Subscriber { conn: 1, outbound };
+        let m = member("u");
+        node.subscribe(
+            key,
+            sub,
+            "c-1",
+            Some(&m),
+            KEEP,
+            Recovery::Since(since),
+            1000,
+            0,
+            |o| {
+                seen = Some(o.clone());
+                None
+            },
+        )
+        .await
+        .unwrap();
+        seen.unwrap()
+    }
+
     #[tokio::test]
     async fn subscribe_since_replays_exactly_the_missed_range() {
         let node = Node::embedded("n1");
@@ -546,29 +571,15 @@ mod tests {
                 .unwrap();
             epoch = p.position.unwrap().epoch;
         }
-        let (outbound, _rx, _kick) = Outbound::new(16);
-        let since = StreamPosition {
-            epoch: epoch.clone(),
-            offset: 2,
-        };
-        let mut seen = None;
-        node.subscribe(
+        let outcome = recover(
+            &node,
             &key,
-            Subscriber { conn: 1, outbound },
-            "c-1",
-            Some(&member("u")),
-            KEEP,
-            Recovery::Since(since),
-            1000,
-            0,
-            |o| {
-                seen = Some(o.clone());
-                None
+            StreamPosition {
+                epoch: epoch.clone(),
+                offset: 2,
             },
         )
-        .await
-        .unwrap();
-        let outcome = seen.unwrap();
+        .await;
         assert_eq!(outcome.recovered, Some(true));
         let offsets: Vec<u64> = outcome.publications.iter().map(|p| p.offset).collect();
         assert_eq!(offsets, vec![3, 4, 5]);
@@ -582,29 +593,15 @@ mod tests {
         node.publish(&key, publication(1), KEEP, None, 0)
             .await
             .unwrap();
-        let (outbound, _rx, _kick) = Outbound::new(16);
-        let since = StreamPosition {
-            epoch: "gone".into(),
-            offset: 0,
-        };
-        let mut seen = None;
-        node.subscribe(
+        let outcome = recover(
+            &node,
             &key,
-            Subscriber { conn: 1, outbound },
-            "c-1",
-            Some(&member("u")),
-            KEEP,
-            Recovery::Since(since),
-            1000,
-            0,
-            |o| {
-                seen = Some(o.clone());
-                None
+            StreamPosition {
+                epoch: "gone".into(),
+                offset: 0,
             },
         )
-        .await
-        .unwrap();
-        let outcome = seen.unwrap();
+        .await;
         assert_eq!(outcome.recovered, Some(false));
         assert!(outcome.publications.is_empty());
         assert_eq!(outcome.position.offset, 1);

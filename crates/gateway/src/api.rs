@@ -205,12 +205,13 @@ async fn try_publish(
         )
         .into());
     }
+    let no_context = serde_json::Map::new();
     let spec = ChannelSpec {
         channel: &req.channel,
         global,
         token: req.options.token.as_deref(),
         context_overrides: req.options.context_overrides.as_deref(),
-        context: req.context.clone().unwrap_or_default(),
+        context: req.context.as_ref().unwrap_or(&no_context),
     };
     let (key, decision) = realtime::resolve(state, &app, &spec, Operation::Publish)
         .await

@@ -143,10 +143,12 @@ impl Identity {
         }
     }
 
-    pub fn context(&self) -> Map<String, Value> {
+    /// The product context: a user's `ctx` claim; empty for others.
+    pub fn context(&self) -> &Map<String, Value> {
+        static EMPTY: std::sync::OnceLock<Map<String, Value>> = std::sync::OnceLock::new();
         match self {
-            Identity::User { ctx, .. } => ctx.clone(),
-            _ => Map::new(),
+            Identity::User { ctx, .. } => ctx,
+            _ => EMPTY.get_or_init(Map::new),
         }
     }
 

@@ -48,7 +48,7 @@ pub struct ChannelSpec<'a> {
     pub token: Option<&'a str>,
     pub context_overrides: Option<&'a [String]>,
     /// The product context the caller speaks for.
-    pub context: Map<String, Value>,
+    pub context: &'a Map<String, Value>,
 }
 
 pub fn error(code: ErrorCode, detail: impl Into<String>) -> ErrorBody {
@@ -128,8 +128,8 @@ pub async fn resolve(
         Scope::Global
     } else {
         Scope::Context {
-            context: spec.context.clone(),
-            overrides: spec.context_overrides.map(<[String]>::to_vec),
+            context: spec.context,
+            overrides: spec.context_overrides,
         }
     };
     let claims = grant.as_ref().map(|g| &g.claims);

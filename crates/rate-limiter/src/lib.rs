@@ -273,29 +273,24 @@ impl ClusterLimiter {
                 }
             }
         }
-        self.local_share(key, limit).check()
+        self.local_share(key, limit)
+            .map_or(Decision::UNLIMITED, |cell| cell.check())
     }
 
-    fn local_share(&self, key: &str, limit: Limit) -> Arc<Cell> {
+    /// This node's share of `limit`; `None` only for a zero rate, which
+    /// `new` never keeps.
+    fn local_share(&self, key: &str, limit: Limit) -> Option<Arc<Cell>> {
         let nodes = self.store.live_nodes().max(1);
         if let Some((n, cell)) = self.fallback.read().get(key) {
             if *n == nodes {
-                return Arc::clone(cell);
+                return Some(Arc::clone(cell));
             }
         }
-        let share = limit.share(nodes);
-        let cell = Arc::new(Cell::new(share).unwrap_or_else(|| {
-            // `share` keeps a non-zero rate; this branch is unreachable.
-            Cell::new(Limit {
-                per_second: 1,
-                burst: 1,
-            })
-            .expect("a non-zero limit makes a cell")
-        }));
+        let cell = Arc::new(Cell::new(limit.share(nodes))?);
         self.fallback
             .write()
             .insert(key.to_owned(), (nodes, Arc::clone(&cell)));
-        cell
+        Some(cell)
     }
 }
 

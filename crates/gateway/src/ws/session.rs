@@ -186,7 +186,11 @@ impl Session {
     }
 
     fn presence_id(&self) -> Option<String> {
-        self.member().map(|m| m.presence_id)
+        self.app.config.presence.then(|| {
+            self.identity
+                .sub()
+                .map_or_else(|| self.conn_id.clone(), str::to_owned)
+        })
     }
 
     async fn subscribe(
