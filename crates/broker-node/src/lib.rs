@@ -32,5 +32,5 @@ pub fn now_ms() -> u64 {
 }
 
 pub use node::{ClusterOptions, Node, NodeError, NodeStats, SubscribeOutcome};
-pub use outbound::{EncodedFrame, Outbound, Subscriber};
+pub use outbound::{EncodedFrame, Outbound, Receiver, Subscriber};
 pub use redis::registry::NodeInfo;

@@ -2,8 +2,10 @@
 
 use bytes::Bytes;
 use herald_protocol::server::{DisconnectReason, ServerFrame};
-use std::sync::{Arc, OnceLock};
-use tokio::sync::mpsc;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// A server frame already encoded as JSON text, shared by every connection
@@ -64,11 +66,131 @@ impl Kick {
     }
 }
 
+/// A connection's bounded outbound queue, shared by its senders (the
+/// session, the hub's subscriptions) and its one receiver (the writer).
+///
+/// Hand-rolled rather than a `tokio::sync::mpsc` channel, which allocates
+/// a 32-slot block per channel up front (~1 KB for every idle connection);
+/// this queue allocates nothing until a frame is queued and gives back a
+/// grown buffer once it drains.
+#[derive(Debug)]
+struct Queue {
+    state: Mutex<QueueState>,
+    capacity: usize,
+    /// Wakes the receiver when a frame is queued or the last sender goes.
+    filled: Notify,
+    /// Wakes a waiting `send` when the receiver took frames or went away.
+    drained: Notify,
+    senders: AtomicUsize,
+}
+
+#[derive(Debug, Default)]
+struct QueueState {
+    frames: VecDeque<EncodedFrame>,
+    receiver_gone: bool,
+}
+
+/// Buffers larger than this are released when the queue drains.
+const KEEP_CAPACITY: usize = 16;
+
+impl Queue {
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
+        // Nothing panics while holding the lock; a poisoned queue is
+        // still consistent.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn pop(&self) -> Option<EncodedFrame> {
+        let mut state = self.lock();
+        let frame = state.frames.pop_front();
+        if state.frames.is_empty() && state.frames.capacity() > KEEP_CAPACITY {
+            state.frames = VecDeque::new();
+        }
+        drop(state);
+        if frame.is_some() {
+            self.drained.notify_waiters();
+        }
+        frame
+    }
+
+    fn try_push(&self, frame: EncodedFrame) -> Result<(), Offer> {
+        let mut state = self.lock();
+        if state.receiver_gone {
+            return Err(Offer::Closed);
+        }
+        if state.frames.len() >= self.capacity {
+            return Err(Offer::SlowConsumer);
+        }
+        state.frames.push_back(frame);
+        drop(state);
+        self.filled.notify_one();
+        Ok(())
+    }
+}
+
+/// The receiving end of a connection's queue, drained by its writer.
+#[derive(Debug)]
+pub struct Receiver {
+    queue: Arc<Queue>,
+}
+
+impl Receiver {
+    /// The next frame; `None` once every sender is gone and the queue is
+    /// empty.
+    pub async fn recv(&mut self) -> Option<EncodedFrame> {
+        loop {
+            if let Some(frame) = self.queue.pop() {
+                return Some(frame);
+            }
+            if self.queue.senders.load(Ordering::Acquire) == 0 {
+                return self.queue.pop();
+            }
+            // `notify_one` stores a permit when nobody waits, so a frame
+            // queued between the check and this wait is not missed.
+            self.queue.filled.notified().await;
+        }
+    }
+
+    /// The next frame if one is queued.
+    pub fn try_recv(&mut self) -> Option<EncodedFrame> {
+        self.queue.pop()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let mut state = self.queue.lock();
+        state.receiver_gone = true;
+        state.frames.clear();
+        drop(state);
+        self.queue.drained.notify_waiters();
+    }
+}
+
 /// The sending side of a connection: its bounded queue and its kick.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Outbound {
-    tx: mpsc::Sender<EncodedFrame>,
+    queue: Arc<Queue>,
     kick: Arc<Kick>,
+}
+
+impl Clone for Outbound {
+    fn clone(&self) -> Self {
+        self.queue.senders.fetch_add(1, Ordering::AcqRel);
+        Outbound {
+            queue: Arc::clone(&self.queue),
+            kick: Arc::clone(&self.kick),
+        }
+    }
+}
+
+impl Drop for Outbound {
+    fn drop(&mut self) {
+        if self.queue.senders.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // The receiver sees no senders left once the queue is empty.
+            self.queue.filled.notify_one();
+        }
+    }
 }
 
 /// What happened to a frame offered to a connection.
@@ -83,15 +205,24 @@ pub enum Offer {
 
 impl Outbound {
     /// A connection's outbound side and the receiving end its writer drains.
-    pub fn new(capacity: usize) -> (Outbound, mpsc::Receiver<EncodedFrame>, Arc<Kick>) {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
+    pub fn new(capacity: usize) -> (Outbound, Receiver, Arc<Kick>) {
+        let queue = Arc::new(Queue {
+            state: Mutex::new(QueueState::default()),
+            capacity: capacity.max(1),
+            filled: Notify::new(),
+            drained: Notify::new(),
+            senders: AtomicUsize::new(1),
+        });
         let kick = Arc::new(Kick::default());
+        let receiver = Receiver {
+            queue: Arc::clone(&queue),
+        };
         (
             Outbound {
-                tx,
+                queue,
                 kick: Arc::clone(&kick),
             },
-            rx,
+            receiver,
             kick,
         )
     }
@@ -99,24 +230,37 @@ impl Outbound {
     /// Queues a frame without waiting. A full queue means the client does
     /// not keep up: it is kicked rather than allowed to grow memory.
     pub fn offer(&self, frame: EncodedFrame) -> Offer {
-        match self.tx.try_send(frame) {
+        match self.queue.try_push(frame) {
             Ok(()) => Offer::Queued,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(Offer::SlowConsumer) => {
                 if self.kick.kick(DisconnectReason::SlowConsumer) {
                     Offer::SlowConsumer
                 } else {
                     Offer::Closed
                 }
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => Offer::Closed,
+            Err(other) => other,
         }
     }
 
     /// Queues a frame, waiting for room: for replies, which only the
     /// connection's own requests produce.
     pub async fn send(&self, frame: EncodedFrame) -> bool {
+        let wait_for_room = async {
+            loop {
+                let drained = self.queue.drained.notified();
+                tokio::pin!(drained);
+                // Registered before the check: a drain in between wakes it.
+                drained.as_mut().enable();
+                match self.queue.try_push(frame.clone()) {
+                    Ok(()) => return true,
+                    Err(Offer::Closed) => return false,
+                    Err(_) => drained.await,
+                }
+            }
+        };
         tokio::select! {
-            sent = self.tx.send(frame) => sent.is_ok(),
+            sent = wait_for_room => sent,
             _ = self.kick.kicked() => false,
         }
     }
@@ -132,4 +276,86 @@ pub struct Subscriber {
     /// Node-local connection number.
     pub conn: u64,
     pub outbound: Outbound,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn frame(text: &str) -> EncodedFrame {
+        EncodedFrame::from_string(text.to_owned())
+    }
+
+    #[tokio::test]
+    async fn frames_arrive_in_order_and_the_end_is_seen_after_the_last() {
+        let (outbound, mut rx, _kick) = Outbound::new(8);
+        let hub_side = outbound.clone();
+        assert_eq!(outbound.offer(frame("a")), Offer::Queued);
+        assert_eq!(hub_side.offer(frame("b")), Offer::Queued);
+        drop(outbound);
+        assert_eq!(rx.recv().await.unwrap().as_str(), "a");
+        drop(hub_side);
+        assert_eq!(rx.recv().await.unwrap().as_str(), "b");
+        assert!(rx.recv().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_waiting_receiver_is_woken_by_an_offer_from_another_task() {
+        let (outbound, mut rx, _kick) = Outbound::new(8);
+        let waiter = tokio::spawn(async move { rx.recv().await.map(|f| f.as_str().to_owned()) });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        outbound.offer(frame("late"));
+        let got = tokio::time::timeout(Duration::from_secs(5), waiter).await;
+        assert_eq!(got.unwrap().unwrap().as_deref(), Some("late"));
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_kicks_a_slow_consumer_once() {
+        let (outbound, _rx, kick) = Outbound::new(2);
+        assert_eq!(outbound.offer(frame("1")), Offer::Queued);
+        assert_eq!(outbound.offer(frame("2")), Offer::Queued);
+        assert_eq!(outbound.offer(frame("3")), Offer::SlowConsumer);
+        assert_eq!(kick.reason(), Some(DisconnectReason::SlowConsumer));
+        assert_eq!(outbound.offer(frame("4")), Offer::Closed);
+    }
+
+    #[tokio::test]
+    async fn send_waits_for_room_instead_of_kicking() {
+        let (outbound, mut rx, kick) = Outbound::new(1);
+        assert_eq!(outbound.offer(frame("event")), Offer::Queued);
+        let sender = outbound.clone();
+        let reply = tokio::spawn(async move { sender.send(frame("reply")).await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!reply.is_finished(), "the queue is full: send must wait");
+        assert_eq!(rx.recv().await.unwrap().as_str(), "event");
+        let sent = tokio::time::timeout(Duration::from_secs(5), reply).await;
+        assert!(sent.unwrap().unwrap());
+        assert_eq!(rx.recv().await.unwrap().as_str(), "reply");
+        assert_eq!(kick.reason(), None);
+    }
+
+    #[tokio::test]
+    async fn a_gone_receiver_closes_the_queue_and_releases_waiting_senders() {
+        let (outbound, rx, _kick) = Outbound::new(1);
+        outbound.offer(frame("x"));
+        let sender = outbound.clone();
+        let waiting = tokio::spawn(async move { sender.send(frame("y")).await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(rx);
+        let sent = tokio::time::timeout(Duration::from_secs(5), waiting).await;
+        assert!(!sent.unwrap().unwrap());
+        assert_eq!(outbound.offer(frame("z")), Offer::Closed);
+    }
+
+    #[tokio::test]
+    async fn a_drained_queue_gives_back_a_grown_buffer() {
+        let (outbound, mut rx, _kick) = Outbound::new(1000);
+        for i in 0..500 {
+            outbound.offer(frame(&i.to_string()));
+        }
+        assert!(outbound.queue.lock().frames.capacity() >= 500);
+        while rx.try_recv().is_some() {}
+        assert_eq!(outbound.queue.lock().frames.capacity(), 0);
+    }
 }

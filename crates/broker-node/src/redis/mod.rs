@@ -121,14 +121,15 @@ impl Redis {
                 c.max_command_attempts = 2;
                 c.tcp.nodelay = Some(true);
             })
-            .with_performance_config(|p| {
-                p.default_command_timeout = COMMAND_TIMEOUT;
-                // Publications arrive here before fan-out; a burst must not
-                // overflow the channel between fred and the receive loop.
-                p.broadcast_channel_capacity = 1 << 16;
-            })
+            .with_performance_config(|p| p.default_command_timeout = COMMAND_TIMEOUT)
             .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2));
         let client = builder.build().map_err(|e| e.to_string())?;
+        // Publications arrive on the subscriber's channel before fan-out; a
+        // burst must not overflow it. fred preallocates nine channels of
+        // this capacity per client (at 1 << 16 that was ~40 MB resident),
+        // so only the subscriber gets a deep one. A lag is counted
+        // (`herald_backplane_lagged_total`) and subscribers repair the gap.
+        builder.with_performance_config(|p| p.broadcast_channel_capacity = 1 << 14);
         let subscriber = builder
             .build_subscriber_client()
             .map_err(|e| e.to_string())?;
