@@ -27,6 +27,17 @@ pub enum Kind {
     Pusher,
 }
 
+impl Kind {
+    /// The command-line spelling (for worker processes).
+    pub fn as_arg(&self) -> &'static str {
+        match self {
+            Kind::Native => "native",
+            Kind::Socketio => "socketio",
+            Kind::Pusher => "pusher",
+        }
+    }
+}
+
 /// A driver with its credentials.
 #[derive(Debug, Clone)]
 pub struct Driver {

@@ -13,9 +13,11 @@
 //! loopback targets are accepted.
 
 mod drivers;
+mod plot;
 mod proc_stats;
 mod report;
 mod scenario;
+mod timeline;
 mod wire;
 
 use clap::{Args, Parser, Subcommand};
@@ -58,9 +60,14 @@ pub struct Target {
     /// Gateway PIDs whose RSS and CPU to sample from /proc (repeat).
     #[arg(long = "pid", global = true)]
     pub pids: Vec<u32>,
-    /// Write the result as JSON here.
+    /// Write the result as JSON here, and PNG plots beside it
+    /// (`<name>-latency.png`: percentiles per second; `<name>-deliveries.png`:
+    /// deliveries per second).
     #[arg(long, global = true)]
     pub out: Option<std::path::PathBuf>,
+    /// With --out: no PNG plots.
+    #[arg(long, global = true)]
+    pub no_plots: bool,
     /// Connections opened at once while setting up.
     #[arg(long, default_value_t = 256, global = true)]
     pub connect_concurrency: usize,
@@ -108,13 +115,33 @@ pub enum Scenario {
         duration: u64,
     },
     /// Open N connections as fast as the server accepts them, hold them,
-    /// report the connect rate and memory per connection.
+    /// report the connect rate and memory per connection. Above 16,000
+    /// connections the sockets are spread over worker processes (this
+    /// binary, started again), since one process may hold only as many
+    /// sockets as its open-file limit allows.
     ConnectStorm {
         #[arg(long, default_value_t = 1000)]
         connections: usize,
         /// Seconds to hold the connections open (memory is sampled then).
         #[arg(long, default_value_t = 3)]
         hold: u64,
+        /// Worker processes holding the sockets (0: one per 16,000
+        /// connections; 1: all in this process).
+        #[arg(long, default_value_t = 0)]
+        workers: usize,
+    },
+    /// Internal: a connect-storm worker. Opens N connections, prints one
+    /// JSON line when they are open, holds them until stdin closes (at
+    /// most --max-hold seconds), then closes them.
+    #[command(hide = true)]
+    HoldConnections {
+        #[arg(long)]
+        connections: usize,
+        /// Index of this worker's first connection (for round-robin).
+        #[arg(long, default_value_t = 0)]
+        first: usize,
+        #[arg(long, default_value_t = 600)]
+        max_hold: u64,
     },
 }
 
@@ -198,8 +225,31 @@ async fn main() -> ExitCode {
         Scenario::PresenceChurn { users, duration } => {
             scenario::presence_churn(&cli.target, users, Duration::from_secs(duration)).await
         }
-        Scenario::ConnectStorm { connections, hold } => {
-            scenario::connect_storm(&cli.target, connections, Duration::from_secs(hold)).await
+        Scenario::ConnectStorm {
+            connections,
+            hold,
+            workers,
+        } => {
+            let workers = if workers == 0 {
+                connections.div_ceil(scenario::SOCKETS_PER_WORKER).max(1)
+            } else {
+                workers
+            };
+            scenario::connect_storm(&cli.target, connections, Duration::from_secs(hold), workers)
+                .await
+        }
+        Scenario::HoldConnections {
+            connections,
+            first,
+            max_hold,
+        } => {
+            return scenario::hold_connections(
+                &cli.target,
+                connections,
+                first,
+                Duration::from_secs(max_hold),
+            )
+            .await;
         }
     };
     match result {
@@ -209,6 +259,19 @@ async fn main() -> ExitCode {
                 if let Err(e) = std::fs::write(path, report.json()) {
                     eprintln!("herald-loadtest: cannot write {}: {e}", path.display());
                     return ExitCode::FAILURE;
+                }
+                if !cli.target.no_plots {
+                    match plot::write(&report, path) {
+                        Ok(plots) => {
+                            for plot in plots {
+                                println!("{:<28} {}", "plot", plot.display());
+                            }
+                        }
+                        Err(e) => {
+                            eprintln!("herald-loadtest: plots: {e}");
+                            return ExitCode::FAILURE;
+                        }
+                    }
                 }
             }
             if cli.target.fail_on_loss && (report.lost > 0 || report.duplicated > 0) {

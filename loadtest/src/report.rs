@@ -35,12 +35,13 @@ pub struct Report {
     /// presence-churn: joins and leaves a watcher saw.
     pub presence_joins: u64,
     pub presence_leaves: u64,
-    /// Deliveries in each second of the run.
-    pub deliveries_timeline: Vec<u64>,
+    /// Deliveries and latency percentiles in each second of the run (by
+    /// delivery time, from the start of publishing).
+    pub timeline: Vec<crate::timeline::Second>,
     pub server: Option<ServerCost>,
 }
 
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Clone, Copy, Serialize)]
 pub struct Latency {
     pub p50: f64,
     pub p90: f64,

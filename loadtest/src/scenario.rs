@@ -3,6 +3,7 @@
 use crate::drivers::{self, Driver, Kind};
 use crate::proc_stats;
 use crate::report::{Latency, Report, ServerCost};
+use crate::timeline::{Recorder, Timeline};
 use crate::wire::{self, Socket};
 use crate::{Load, Target};
 use futures_util::stream::SplitStream;
@@ -11,8 +12,6 @@ use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use std::collections::BTreeMap;
-use std::sync::atomic::AtomicBool;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, Semaphore};
@@ -78,7 +77,7 @@ async fn receive(
     channel: usize,
     mut accepted: watch::Receiver<Option<Arc<Vec<u64>>>>,
     until: Instant,
-    counter: Arc<AtomicU64>,
+    mut timeline: Recorder,
 ) -> Received {
     let mut r = Received {
         histogram: histogram(),
@@ -129,10 +128,10 @@ async fn receive(
         }
         highest = highest.max(Some(seq));
         r.delivered += 1;
-        counter.fetch_add(1, Ordering::Relaxed);
-        let _ = r
-            .histogram
-            .record(wire::now_us().saturating_sub(sent_us).max(1));
+        let now = wire::now_us();
+        let latency = now.saturating_sub(sent_us).max(1);
+        let _ = r.histogram.record(latency);
+        timeline.record(now, latency);
     }
     let _ = ws.close(None).await;
     r
@@ -287,41 +286,22 @@ pub async fn fanout(target: &Target, channels: usize, load: Load) -> Result<Repo
     let connected = proc_stats::total(&target.pids);
 
     let until = Instant::now() + load.duration() + DRAIN + Duration::from_secs(2);
-    let delivered = Arc::new(AtomicU64::new(0));
+    let timeline = Timeline::start();
     let (accepted_tx, accepted_rx) = watch::channel(None);
     let mut subscribers_on = vec![0u64; channels];
     let mut readers = Vec::with_capacity(sockets.len());
     for (i, ws) in sockets {
         let channel = i % channels;
         subscribers_on[channel] += 1;
-        let counter = Arc::clone(&delivered);
         readers.push(tokio::spawn(receive(
             target.driver(),
             ws,
             channel,
             accepted_rx.clone(),
             until,
-            counter,
+            timeline.recorder(),
         )));
     }
-
-    // Deliveries per second, sampled while the run lasts.
-    let timeline_counter = Arc::clone(&delivered);
-    let stop = Arc::new(AtomicBool::new(false));
-    let stopped = Arc::clone(&stop);
-    let timeline = tokio::spawn(async move {
-        let mut samples = Vec::new();
-        let mut previous = 0;
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        tick.tick().await;
-        while Instant::now() < until && !stopped.load(Ordering::Relaxed) {
-            tick.tick().await;
-            let now = timeline_counter.load(Ordering::Relaxed);
-            samples.push(now - previous);
-            previous = now;
-        }
-        samples
-    });
 
     let started = Instant::now();
     let (accepted, refused) = publish_all(target, channels, load, until).await?;
@@ -345,8 +325,6 @@ pub async fn fanout(target: &Target, channels: usize, load: Load) -> Result<Repo
         }
     }
     let delivery_time = started.elapsed();
-    stop.store(true, Ordering::Relaxed);
-    let deliveries_timeline = timeline.await.unwrap_or_default();
     let after = proc_stats::total(&target.pids);
 
     let connections = total_subscribers - connect_errors;
@@ -374,7 +352,7 @@ pub async fn fanout(target: &Target, channels: usize, load: Load) -> Result<Repo
         publish_seconds: publish_time.as_secs_f64(),
         deliveries_per_second: got as f64 / delivery_time.as_secs_f64().max(1e-9),
         latency_ms: Latency::of(&histogram),
-        deliveries_timeline,
+        timeline: timeline.seconds(),
         server: cost(target, before, connected, after, connections, got),
         ..Report::default()
     })
@@ -407,24 +385,42 @@ fn cost(
     })
 }
 
-/// Opens connections as fast as the server accepts them and holds them.
+/// Sockets one connect-storm worker process holds by default: well under
+/// the usual open-file limits (20,000 in the sandbox this was built in).
+pub const SOCKETS_PER_WORKER: usize = 16_000;
+
+/// Opens connections as fast as the server accepts them and holds them,
+/// in this process or spread over `workers` child processes.
 pub async fn connect_storm(
     target: &Target,
     connections: usize,
     hold: Duration,
+    workers: usize,
 ) -> Result<Report, String> {
     let before = proc_stats::total(&target.pids);
-    let (sockets, connect_errors, connect_time) = open(target, connections, None).await;
-    tokio::time::sleep(hold).await;
-    let connected = proc_stats::total(&target.pids);
-    let open_count = sockets.len();
-    for (_, mut ws) in sockets {
-        let _ = ws.close(None).await;
-    }
+    let (open_count, connect_errors, connect_time, connected) = if workers <= 1 {
+        let (sockets, errors, time) = open(target, connections, None).await;
+        tokio::time::sleep(hold).await;
+        let connected = proc_stats::total(&target.pids);
+        let open_count = sockets.len();
+        for (_, mut ws) in sockets {
+            let _ = ws.close(None).await;
+        }
+        (open_count, errors, time, connected)
+    } else {
+        let mut pool = WorkerPool::start(target, connections, workers).await?;
+        tokio::time::sleep(hold).await;
+        let connected = proc_stats::total(&target.pids);
+        pool.finish().await;
+        (pool.open, pool.failed, pool.connect_time, connected)
+    };
     let after = proc_stats::total(&target.pids);
     Ok(Report {
         scenario: "connect-storm".into(),
-        parameters: json!({"urls": target.urls, "connections": connections, "hold": hold.as_secs()}),
+        parameters: json!({
+            "urls": target.urls, "connections": connections, "hold": hold.as_secs(),
+            "workers": workers,
+        }),
         connections: open_count,
         connect_errors,
         connect_seconds: connect_time.as_secs_f64(),
@@ -432,6 +428,109 @@ pub async fn connect_storm(
         server: cost(target, before, connected, after, open_count, 0),
         ..Report::default()
     })
+}
+
+/// Child processes of this binary, each holding a share of the
+/// connect-storm's sockets.
+struct WorkerPool {
+    children: Vec<tokio::process::Child>,
+    open: usize,
+    failed: usize,
+    connect_time: Duration,
+}
+
+impl WorkerPool {
+    async fn start(target: &Target, connections: usize, workers: usize) -> Result<Self, String> {
+        use tokio::io::AsyncBufReadExt;
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let started = Instant::now();
+        let mut pool = WorkerPool {
+            children: Vec::with_capacity(workers),
+            open: 0,
+            failed: 0,
+            connect_time: Duration::ZERO,
+        };
+        let mut lines = Vec::with_capacity(workers);
+        let mut first = 0;
+        for w in 0..workers {
+            let share = connections / workers + usize::from(w < connections % workers);
+            let mut cmd = tokio::process::Command::new(&exe);
+            for url in &target.urls {
+                cmd.args(["--url", url]);
+            }
+            cmd.args(["--driver", target.driver.as_arg()])
+                .args(["--api-key", &target.api_key])
+                .args(["--app-id", &target.app_id])
+                .args(["--app-secret", &target.app_secret])
+                .args([
+                    "--connect-concurrency",
+                    &(target.connect_concurrency / workers).max(1).to_string(),
+                ])
+                .args(["hold-connections", "--connections", &share.to_string()])
+                .args(["--first", &first.to_string()])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .kill_on_drop(true);
+            let mut child = cmd.spawn().map_err(|e| format!("worker: {e}"))?;
+            let stdout = child.stdout.take().ok_or("worker: no stdout")?;
+            lines.push(tokio::io::BufReader::new(stdout).lines());
+            pool.children.push(child);
+            first += share;
+        }
+        for mut line in lines {
+            let ready = tokio::time::timeout(Duration::from_secs(300), line.next_line())
+                .await
+                .map_err(|_| "a worker did not report within 300 s".to_owned())?
+                .map_err(|e| e.to_string())?
+                .ok_or("a worker exited before reporting")?;
+            let v: serde_json::Value = serde_json::from_str(&ready).map_err(|e| e.to_string())?;
+            pool.open += v["open"].as_u64().unwrap_or(0) as usize;
+            pool.failed += v["failed"].as_u64().unwrap_or(0) as usize;
+        }
+        pool.connect_time = started.elapsed();
+        Ok(pool)
+    }
+
+    /// Closes the workers' stdin (they close their sockets and exit) and
+    /// waits for them.
+    async fn finish(&mut self) {
+        for child in &mut self.children {
+            drop(child.stdin.take());
+        }
+        for child in &mut self.children {
+            if tokio::time::timeout(Duration::from_secs(30), child.wait())
+                .await
+                .is_err()
+            {
+                let _ = child.kill().await;
+            }
+        }
+    }
+}
+
+/// `hold-connections`: a connect-storm worker (see [`WorkerPool`]).
+pub async fn hold_connections(
+    target: &Target,
+    connections: usize,
+    first: usize,
+    max_hold: Duration,
+) -> std::process::ExitCode {
+    use tokio::io::AsyncReadExt;
+    let mut target = target.clone();
+    let len = target.urls.len();
+    target.urls.rotate_left(first % len);
+    let (sockets, failed, time) = open(&target, connections, None).await;
+    println!(
+        "{}",
+        json!({"open": sockets.len(), "failed": failed, "seconds": time.as_secs_f64()})
+    );
+    // Hold until the parent closes stdin (or goes away), bounded in time.
+    let mut sink = Vec::new();
+    let _ = tokio::time::timeout(max_hold, tokio::io::stdin().read_to_end(&mut sink)).await;
+    for (_, mut ws) in sockets {
+        let _ = ws.close(None).await;
+    }
+    std::process::ExitCode::SUCCESS
 }
 
 /// One user's loop: subscribe, unsubscribe, until `until`; returns the
@@ -538,6 +637,8 @@ pub async fn presence_churn(
 }
 
 struct Survivor {
+    /// Publish-to-delivery latency, recovered publications included.
+    latency: Histogram<u64>,
     delivered: u64,
     duplicated: u64,
     reconnects: Vec<u64>,
@@ -551,9 +652,11 @@ async fn survive(
     mut events: tokio::sync::mpsc::Receiver<herald_client::Event>,
     mut accepted: watch::Receiver<Option<Arc<Vec<u64>>>>,
     until: Instant,
+    mut timeline: Recorder,
 ) -> Survivor {
     use herald_client::Event;
     let mut s = Survivor {
+        latency: histogram(),
         delivered: 0,
         duplicated: 0,
         reconnects: Vec::new(),
@@ -585,6 +688,12 @@ async fn survive(
                 } else {
                     last_offset = p.meta.offset;
                     s.delivered += 1;
+                    if let Some(sent) = p.payload["t"].as_u64() {
+                        let now = wire::now_us();
+                        let latency = now.saturating_sub(sent).max(1);
+                        let _ = s.latency.record(latency);
+                        timeline.record(now, latency);
+                    }
                 }
             }
             Event::Disconnected { .. } => {
@@ -617,6 +726,7 @@ pub async fn reconnect(
     }
     let until = Instant::now() + load.duration() + DRAIN + Duration::from_secs(10);
     let (accepted_tx, accepted_rx) = watch::channel(None);
+    let timeline = Timeline::start();
     let started_connecting = Instant::now();
     let mut survivors = Vec::new();
     let mut connect_errors = 0;
@@ -650,6 +760,7 @@ pub async fn reconnect(
                     events,
                     accepted_rx.clone(),
                     until,
+                    timeline.recorder(),
                 )));
             }
             Err(_) => connect_errors += 1,
@@ -671,10 +782,12 @@ pub async fn reconnect(
     let expected_each = accepted[0];
     let _ = accepted_tx.send(Some(Arc::new(accepted.clone())));
     let mut reconnects = histogram();
+    let mut latency = histogram();
     let (mut delivered, mut duplicated, mut not_recovered) = (0, 0, 0);
     let connections = survivors.len();
     for survivor in survivors {
         if let Ok(s) = survivor.await {
+            let _ = latency.add(&s.latency);
             delivered += s.delivered;
             duplicated += s.duplicated;
             not_recovered += s.not_recovered;
@@ -700,8 +813,10 @@ pub async fn reconnect(
         duplicated,
         publish_seconds: publish_time.as_secs_f64(),
         deliveries_per_second: delivered as f64 / started.elapsed().as_secs_f64().max(1e-9),
+        latency_ms: Latency::of(&latency),
         reconnect_ms: (!reconnects.is_empty()).then(|| Latency::of(&reconnects)),
         not_recovered,
+        timeline: timeline.seconds(),
         ..Report::default()
     })
 }

@@ -71,8 +71,11 @@ fn start_with(args: &[&str], extra: &str) -> Server {
     }
 }
 
-fn run(server: &Server, args: &[&str]) -> serde_json::Value {
-    let out = tempfile::NamedTempFile::new().unwrap();
+/// Runs the harness; returns its JSON result and the folder holding it and
+/// its plots (`result.json`, `result-latency.png`, `result-deliveries.png`).
+fn run(server: &Server, args: &[&str]) -> (serde_json::Value, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("result.json");
     let status = Command::new(env!("CARGO_BIN_EXE_herald-loadtest"))
         .args([
             "--url",
@@ -83,12 +86,37 @@ fn run(server: &Server, args: &[&str]) -> serde_json::Value {
             "--fail-on-loss",
         ])
         .args(["--pid", &server.child.id().to_string(), "--out"])
-        .arg(out.path())
+        .arg(&out)
         .args(args)
         .status()
         .unwrap();
     assert!(status.success(), "herald-loadtest {args:?} failed");
-    serde_json::from_str(&std::fs::read_to_string(out.path()).unwrap()).unwrap()
+    let json = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    (json, dir)
+}
+
+/// The timeline's deliveries add up to the run's, and both plots are PNGs
+/// with something drawn in them.
+fn assert_timeline_and_plots(report: &serde_json::Value, dir: &std::path::Path) {
+    let seconds = report["timeline"].as_array().expect("timeline");
+    let sum: u64 = seconds
+        .iter()
+        .map(|s| s["deliveries"].as_u64().unwrap())
+        .sum();
+    assert_eq!(sum, report["delivered"].as_u64().unwrap(), "{report}");
+    assert!(seconds
+        .iter()
+        .any(|s| s["latency_ms"]["p99"].as_f64().unwrap() > 0.0));
+    for name in ["result-latency.png", "result-deliveries.png"] {
+        let bytes = std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(
+            bytes.starts_with(b"\x89PNG\r\n\x1a\n"),
+            "{name} is not a PNG"
+        );
+        // A blank 1000x560 canvas compresses to a few hundred bytes; axes,
+        // labels and lines make it tens of kilobytes.
+        assert!(bytes.len() > 10_000, "{name}: only {} bytes", bytes.len());
+    }
 }
 
 fn open_connections(server: &Server) -> f64 {
@@ -114,7 +142,7 @@ fn ureq_get(url: &str) -> String {
 #[test]
 fn every_scenario_runs_and_nothing_is_lost() {
     let server = start();
-    let fanout = run(
+    let (fanout, fanout_dir) = run(
         &server,
         &[
             "fanout",
@@ -131,8 +159,9 @@ fn every_scenario_runs_and_nothing_is_lost() {
     assert_eq!(fanout["lost"], 0);
     assert!(fanout["latency_ms"]["p99"].as_f64().unwrap() > 0.0);
     assert!(fanout["server"]["rss_connected_mib"].as_f64().unwrap() > 0.0);
+    assert_timeline_and_plots(&fanout, fanout_dir.path());
 
-    let channels = run(
+    let (channels, _) = run(
         &server,
         &[
             "channels",
@@ -148,7 +177,7 @@ fn every_scenario_runs_and_nothing_is_lost() {
     );
     assert_eq!(channels["delivered"], 400);
 
-    let churn = run(
+    let (churn, _) = run(
         &server,
         &["presence-churn", "--users", "10", "--duration", "2"],
     );
@@ -159,12 +188,33 @@ fn every_scenario_runs_and_nothing_is_lost() {
     assert_eq!(churn["presence_joins"].as_u64().unwrap() * 2, ops);
     assert_eq!(churn["presence_joins"], churn["presence_leaves"]);
 
-    let storm = run(
+    let (storm, _) = run(
         &server,
         &["connect-storm", "--connections", "200", "--hold", "1"],
     );
     assert_eq!(storm["connections"], 200);
     assert_eq!(storm["connect_errors"], 0);
+    // Spread over worker processes, as above 16,000 connections.
+    let (storm, _) = run(
+        &server,
+        &[
+            "connect-storm",
+            "--connections",
+            "300",
+            "--hold",
+            "1",
+            "--workers",
+            "3",
+        ],
+    );
+    assert_eq!(storm["connections"], 300, "{storm}");
+    assert_eq!(storm["connect_errors"], 0);
+    assert!(
+        storm["server"]["rss_per_connection_bytes"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
 
     // Every connection the harness opened is gone from the server's books.
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -233,7 +283,8 @@ fn reconnect_scenario_recovers_everything_when_a_gateway_dies() {
     let settings = "presence = false\nhistory_size = 10000";
     let victim = start_with(&args, settings);
     let survivor = start_with(&args, settings);
-    let out = tempfile::NamedTempFile::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("result.json");
     let status = Command::new(env!("CARGO_BIN_EXE_herald-loadtest"))
         .args([
             "--url",
@@ -245,7 +296,7 @@ fn reconnect_scenario_recovers_everything_when_a_gateway_dies() {
             "--quiet",
         ])
         .arg("--out")
-        .arg(out.path())
+        .arg(&out)
         .args([
             "reconnect",
             "--subscribers",
@@ -265,7 +316,7 @@ fn reconnect_scenario_recovers_everything_when_a_gateway_dies() {
         .unwrap();
     assert!(status.success());
     let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.path()).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     assert_eq!(report["published"], 300);
     assert_eq!(report["delivered"], 6000, "{report}");
     assert_eq!(report["duplicated"], 0);
@@ -275,4 +326,5 @@ fn reconnect_scenario_recovers_everything_when_a_gateway_dies() {
         report["reconnect_ms"]["max"].as_f64().unwrap() > 0.0,
         "{report}"
     );
+    assert_timeline_and_plots(&report, dir.path());
 }
