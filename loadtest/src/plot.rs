@@ -63,6 +63,8 @@ pub fn write(report: &Report, json: &Path) -> Result<Vec<PathBuf>, String> {
 }
 
 type PlotResult = Result<(), Box<dyn std::error::Error>>;
+/// A latency line: its name, colour and which percentile it draws.
+type Line = (&'static str, RGBColor, fn(&crate::report::Latency) -> f64);
 
 /// "fanout: subscribers_per_channel 1000, rate 200, ..." without the URLs.
 fn title(report: &Report) -> String {
@@ -113,7 +115,7 @@ fn latency_plot(report: &Report, path: &Path) -> PlotResult {
         .x_desc("second of the run (by delivery time)")
         .y_desc("publish-to-delivery latency, ms")
         .draw()?;
-    let series: [(&str, RGBColor, fn(&crate::report::Latency) -> f64); 5] = [
+    let series: [Line; 5] = [
         ("p50", RGBColor(31, 119, 180), |l| l.p50),
         ("p90", RGBColor(44, 160, 44), |l| l.p90),
         ("p99", RGBColor(255, 127, 14), |l| l.p99),
