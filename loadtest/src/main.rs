@@ -159,6 +159,13 @@ pub struct Load {
     /// Seconds of publishing.
     #[arg(long, default_value_t = 10)]
     pub duration: u64,
+    /// Seconds at the start of publishing whose deliveries count (lost,
+    /// duplicated, per-second timeline) but stay out of the latency
+    /// percentiles: the first second carries start-up costs (new buffers,
+    /// tasks, TCP windows) that a short run would otherwise report as its
+    /// p99.
+    #[arg(long, default_value_t = 0)]
+    pub warmup: u64,
 }
 
 impl Target {

@@ -78,6 +78,7 @@ async fn receive(
     mut accepted: watch::Receiver<Option<Arc<Vec<u64>>>>,
     until: Instant,
     mut timeline: Recorder,
+    warmup_seq: u64,
 ) -> Received {
     let mut r = Received {
         histogram: histogram(),
@@ -130,7 +131,9 @@ async fn receive(
         r.delivered += 1;
         let now = wire::now_us();
         let latency = now.saturating_sub(sent_us).max(1);
-        let _ = r.histogram.record(latency);
+        if seq >= warmup_seq {
+            let _ = r.histogram.record(latency);
+        }
         timeline.record(now, latency);
     }
     let _ = ws.close(None).await;
@@ -222,50 +225,62 @@ async fn publish_all(
             result
         }
         Kind::Pusher => {
-            let http = reqwest::Client::new();
-            let base = target.http_base();
-            // One request at a time keeps publications in order, as the
-            // WebSocket publishers do; concurrent requests would reach the
-            // server (and subscribers) reordered.
-            let in_flight = Arc::new(Semaphore::new(1));
-            let mut calls = Vec::with_capacity(publishes as usize);
+            // One request in flight keeps publications in order, as the
+            // WebSocket publishers do (concurrent requests would reach the
+            // server, and subscribers, reordered). Publications that came
+            // due while a request was out go together in the next one
+            // (`batch_events`), so the rate is not capped by the HTTP
+            // round trip.
+            let (due, mut queued) = tokio::sync::mpsc::unbounded_channel::<(usize, String)>();
+            let sender = {
+                let driver = driver.clone();
+                let base = target.http_base();
+                tokio::spawn(async move {
+                    let http = reqwest::Client::new();
+                    let mut accepted = vec![0u64; channels];
+                    let mut refused: BTreeMap<String, u64> = BTreeMap::new();
+                    while let Some(first) = queued.recv().await {
+                        let mut batch = vec![first];
+                        while batch.len() < drivers::PUSHER_BATCH {
+                            match queued.try_recv() {
+                                Ok(next) => batch.push(next),
+                                Err(_) => break,
+                            }
+                        }
+                        let events: Vec<(String, String)> = batch
+                            .iter()
+                            .map(|(c, p)| (format!("bench-{c}"), p.clone()))
+                            .collect();
+                        let (url, body) = driver.pusher_batch_request(&base, &events);
+                        let status = http
+                            .post(url)
+                            .header("content-type", "application/json")
+                            .body(body)
+                            .send()
+                            .await
+                            .map(|r| r.status().as_u16());
+                        for (channel, _) in &batch {
+                            match &status {
+                                Ok(200) => accepted[*channel] += 1,
+                                Ok(code) => {
+                                    *refused.entry(format!("HTTP {code}")).or_default() += 1
+                                }
+                                Err(e) => *refused.entry(e.to_string()).or_default() += 1,
+                            }
+                        }
+                    }
+                    (accepted, refused)
+                })
+            };
             for n in 0..publishes {
                 tick.tick().await;
                 let channel = (n % channels as u64) as usize;
                 let payload = Driver::payload(n / channels as u64, load.size);
-                let (url, body) =
-                    driver.pusher_request(&base, &format!("bench-{channel}"), &payload);
-                let permit = Arc::clone(&in_flight)
-                    .acquire_owned()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let http = http.clone();
-                calls.push(tokio::spawn(async move {
-                    let _permit = permit;
-                    let status = http
-                        .post(url)
-                        .header("content-type", "application/json")
-                        .body(body)
-                        .send()
-                        .await
-                        .map(|r| r.status().as_u16());
-                    (channel, status)
-                }));
+                let _ = due.send((channel, payload));
                 bar.inc(1);
             }
-            let mut accepted = vec![0u64; channels];
-            let mut refused: BTreeMap<String, u64> = BTreeMap::new();
-            for call in calls {
-                match call.await {
-                    Ok((channel, Ok(200))) => accepted[channel] += 1,
-                    Ok((_, Ok(status))) => {
-                        *refused.entry(format!("HTTP {status}")).or_default() += 1
-                    }
-                    Ok((_, Err(e))) => *refused.entry(e.to_string()).or_default() += 1,
-                    Err(e) => *refused.entry(e.to_string()).or_default() += 1,
-                }
-            }
-            (accepted, refused)
+            drop(due);
+            sender.await.map_err(|e| e.to_string())?
         }
     };
     bar.finish_and_clear();
@@ -287,6 +302,8 @@ pub async fn fanout(target: &Target, channels: usize, load: Load) -> Result<Repo
 
     let until = Instant::now() + load.duration() + DRAIN + Duration::from_secs(2);
     let timeline = Timeline::start();
+    // Publications are numbered per channel.
+    let warmup_seq = u64::from(load.rate) * load.warmup.min(load.duration) / channels as u64;
     let (accepted_tx, accepted_rx) = watch::channel(None);
     let mut subscribers_on = vec![0u64; channels];
     let mut readers = Vec::with_capacity(sockets.len());
@@ -300,6 +317,7 @@ pub async fn fanout(target: &Target, channels: usize, load: Load) -> Result<Repo
             accepted_rx.clone(),
             until,
             timeline.recorder(),
+            warmup_seq,
         )));
     }
 
@@ -337,6 +355,7 @@ pub async fn fanout(target: &Target, channels: usize, load: Load) -> Result<Repo
         parameters: json!({
             "urls": target.urls, "channels": channels, "subscribers_per_channel": load.subscribers,
             "rate": load.rate, "size": load.size, "duration": load.duration,
+            "warmup": load.warmup,
         }),
         connections,
         connect_errors,
