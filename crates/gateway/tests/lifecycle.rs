@@ -445,3 +445,20 @@ async fn clean_client_closes_are_counted_and_cleaned_up() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn write_delay_holds_every_write_back_and_loses_nothing() {
+    let h = Herald::start_with("write_delay_ms = 300").await;
+    let mut sub = h.user("app1", "sub", json!({})).await;
+    // The reply waits the delay in the writer before it is written.
+    let started = std::time::Instant::now();
+    sub.subscribe("batched").await;
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    let mut publisher = h.user("app1", "pub", json!({})).await;
+    for n in 1..=6 {
+        publisher.publish("batched", json!(n)).await;
+    }
+    for n in 1..=6 {
+        assert_eq!(sub.expect("event").await["payload"], n);
+    }
+}

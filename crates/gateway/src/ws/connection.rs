@@ -57,7 +57,14 @@ pub async fn run(state: Arc<AppState>, app: Arc<App>, identity: Identity, ws: So
 
         let (sink, stream) = ws.split();
         let ping_every = Duration::from_millis(state.config.ping_interval_ms);
-        let mut writer = tokio::spawn(write_loop(sink, rx, Arc::clone(&kick), ping_every));
+        let write_delay = Duration::from_millis(state.config.write_delay_ms);
+        let mut writer = tokio::spawn(write_loop(
+            sink,
+            rx,
+            Arc::clone(&kick),
+            ping_every,
+            write_delay,
+        ));
 
         let mut session = Session::new(Arc::clone(&state), app, identity, conn, conn_id, outbound);
         let mut writer_done = false;
@@ -208,6 +215,7 @@ async fn write_loop(
     mut rx: Receiver,
     kick: Arc<Kick>,
     ping_every: Duration,
+    write_delay: Duration,
 ) {
     let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
     loop {
@@ -219,6 +227,11 @@ async fn write_loop(
                     // Batch what is already queued into one flush; a kick
                     // interrupts a flush the client is not reading.
                     let batch = async {
+                        // Frames queued during the delay go out with this
+                        // one, in one write.
+                        if !write_delay.is_zero() {
+                            tokio::time::sleep(write_delay).await;
+                        }
                         sink.feed(text(frame)).await?;
                         for _ in 1..WRITE_BATCH {
                             match rx.try_recv() {
