@@ -27,17 +27,6 @@ pub enum Kind {
     Pusher,
 }
 
-impl Kind {
-    /// The command-line spelling (for worker processes).
-    pub fn as_arg(&self) -> &'static str {
-        match self {
-            Kind::Native => "native",
-            Kind::Socketio => "socketio",
-            Kind::Pusher => "pusher",
-        }
-    }
-}
-
 /// Events in one Pusher `batch_events` request (the protocol's limit).
 pub const PUSHER_BATCH: usize = 10;
 
@@ -195,13 +184,13 @@ impl Driver {
         self.pusher_signed(base_http, &format!("/apps/{}/events", self.app_id), body)
     }
 
-    /// Pusher: one signed request for several publications, in order
-    /// (`batch_events`, at most [`PUSHER_BATCH`] events); one event goes to
-    /// `events`.
+    /// Pusher: one signed request for several publications (channel,
+    /// payload), in order (`batch_events`, at most
+    /// [`PUSHER_BATCH`] events); one event goes to `events`.
     pub fn pusher_batch_request(
         &self,
         base_http: &str,
-        events: &[(String, String)],
+        events: &[(&str, &str)],
     ) -> (String, String) {
         if let [(channel, payload)] = events {
             return self.pusher_request(base_http, channel, payload);

@@ -239,17 +239,18 @@ async fn publish_all(
                     let http = reqwest::Client::new();
                     let mut accepted = vec![0u64; channels];
                     let mut refused: BTreeMap<String, u64> = BTreeMap::new();
+                    let event = |(c, payload): (usize, String)| (c, format!("bench-{c}"), payload);
                     while let Some(first) = queued.recv().await {
-                        let mut batch = vec![first];
+                        let mut batch = vec![event(first)];
                         while batch.len() < drivers::PUSHER_BATCH {
                             match queued.try_recv() {
-                                Ok(next) => batch.push(next),
+                                Ok(next) => batch.push(event(next)),
                                 Err(_) => break,
                             }
                         }
-                        let events: Vec<(String, String)> = batch
+                        let events: Vec<(&str, &str)> = batch
                             .iter()
-                            .map(|(c, p)| (format!("bench-{c}"), p.clone()))
+                            .map(|(_, channel, payload)| (channel.as_str(), payload.as_str()))
                             .collect();
                         let (url, body) = driver.pusher_batch_request(&base, &events);
                         let status = http
@@ -259,7 +260,7 @@ async fn publish_all(
                             .send()
                             .await
                             .map(|r| r.status().as_u16());
-                        for (channel, _) in &batch {
+                        for (channel, _, _) in &batch {
                             match &status {
                                 Ok(200) => accepted[*channel] += 1,
                                 Ok(code) => {
@@ -477,7 +478,9 @@ impl WorkerPool {
             for url in &target.urls {
                 cmd.args(["--url", url]);
             }
-            cmd.args(["--driver", target.driver.as_arg()])
+            let driver = clap::ValueEnum::to_possible_value(&target.driver)
+                .ok_or("worker: unnamed driver")?;
+            cmd.args(["--driver", driver.get_name()])
                 .args(["--api-key", &target.api_key])
                 .args(["--app-id", &target.app_id])
                 .args(["--app-secret", &target.app_secret])
@@ -538,11 +541,8 @@ pub async fn hold_connections(
     let mut target = target.clone();
     let len = target.urls.len();
     target.urls.rotate_left(first % len);
-    let (sockets, failed, time) = open(&target, connections, None).await;
-    println!(
-        "{}",
-        json!({"open": sockets.len(), "failed": failed, "seconds": time.as_secs_f64()})
-    );
+    let (sockets, failed, _) = open(&target, connections, None).await;
+    println!("{}", json!({"open": sockets.len(), "failed": failed}));
     // Hold until the parent closes stdin (or goes away), bounded in time.
     let mut sink = Vec::new();
     let _ = tokio::time::timeout(max_hold, tokio::io::stdin().read_to_end(&mut sink)).await;

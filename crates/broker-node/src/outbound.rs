@@ -79,7 +79,8 @@ struct Queue {
     capacity: usize,
     /// Wakes the receiver when a frame is queued or the last sender goes.
     filled: Notify,
-    /// Wakes a waiting `send` when the receiver took frames or went away.
+    /// Wakes a waiting `send` when the receiver freed a full queue or went
+    /// away.
     drained: Notify,
     senders: AtomicUsize,
 }
@@ -102,12 +103,16 @@ impl Queue {
 
     fn pop(&self) -> Option<EncodedFrame> {
         let mut state = self.lock();
+        // A `send` waits only after finding the queue full (under this
+        // lock), so only the pop that frees a full queue needs to wake it;
+        // the others skip `notify_waiters` and its lock.
+        let was_full = state.frames.len() >= self.capacity;
         let frame = state.frames.pop_front();
         if state.frames.is_empty() && state.frames.capacity() > KEEP_CAPACITY {
             state.frames = VecDeque::new();
         }
         drop(state);
-        if frame.is_some() {
+        if was_full && frame.is_some() {
             self.drained.notify_waiters();
         }
         frame
