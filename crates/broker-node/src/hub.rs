@@ -33,6 +33,9 @@ pub const JOIN_BUFFER_LIMIT: usize = 4096;
 struct Channel {
     key: ChannelKey,
     subscribers: HashMap<u64, Entry>,
+    /// Subscribers still joining (`held` is `Some`): fan-out takes the
+    /// slow path only while this is above zero, without scanning.
+    joining: usize,
 }
 
 struct Entry {
@@ -88,15 +91,18 @@ impl Hub {
         let channel = shard.entry(key.id().to_owned()).or_insert_with(|| Channel {
             key: key.clone(),
             subscribers: HashMap::new(),
+            joining: 0,
         });
         let entry = Entry {
             held: Some(Vec::new()),
             subscriber,
         };
-        channel
-            .subscribers
-            .insert(entry.subscriber.conn, entry)
-            .is_none()
+        let replaced = channel.subscribers.insert(entry.subscriber.conn, entry);
+        // A replaced entry that was joining is already counted.
+        if replaced.as_ref().is_none_or(|e| e.held.is_none()) {
+            channel.joining += 1;
+        }
+        replaced.is_none()
     }
 
     /// Ends a subscriber's join: queues `reply` (when there is one), then the
@@ -110,13 +116,19 @@ impl Hub {
         reply: Option<EncodedFrame>,
     ) -> bool {
         let mut shard = self.shard(key.id()).write();
-        let Some(entry) = shard
-            .get_mut(key.id())
-            .and_then(|c| c.subscribers.get_mut(&conn))
-        else {
+        let Some(channel) = shard.get_mut(key.id()) else {
             return false;
         };
-        let held = entry.held.take().unwrap_or_default();
+        let Some(entry) = channel.subscribers.get_mut(&conn) else {
+            return false;
+        };
+        let held = match entry.held.take() {
+            Some(held) => {
+                channel.joining -= 1;
+                held
+            }
+            None => Vec::new(),
+        };
         let outbound = &entry.subscriber.outbound;
         if let Some(reply) = reply {
             if outbound.offer(reply) == Offer::SlowConsumer {
@@ -137,8 +149,11 @@ impl Hub {
         let Some(channel) = shard.get_mut(key.id()) else {
             return false;
         };
-        if channel.subscribers.remove(&conn).is_none() {
+        let Some(removed) = channel.subscribers.remove(&conn) else {
             return false;
+        };
+        if removed.held.is_some() {
+            channel.joining -= 1;
         }
         if channel.subscribers.is_empty() {
             shard.remove(key.id());
@@ -222,7 +237,7 @@ impl Hub {
         };
         // Encode once; every subscriber gets the same bytes.
         let encoded = EncodedFrame::encode(&frame(&channel.key));
-        if channel.subscribers.values().any(|e| e.held.is_some()) {
+        if channel.joining > 0 {
             // Someone is joining: take the write lock to hold its copy back.
             let mut shard = parking_lot::RwLockUpgradableReadGuard::upgrade(shard);
             let Some(channel) = shard.get_mut(key_id) else {
@@ -362,5 +377,41 @@ mod tests {
             hub.deliver_publication(key.id(), &publication(), &position);
         }
         assert_eq!(kick.reason(), Some(DisconnectReason::SlowConsumer));
+    }
+
+    #[test]
+    fn a_resubscribe_while_joining_or_a_removed_joiner_leaves_the_fast_path_on() {
+        let hub = Hub::new();
+        let key = ChannelKey::new("a", "ch", &Scope::Global, None).unwrap();
+        let joining = |hub: &Hub| hub.shard(key.id()).read()[key.id()].joining;
+        let (outbound, mut rx, _kick) = Outbound::new(16);
+        // The same connection subscribing again replaces its entry.
+        hub.add(
+            &key,
+            Subscriber {
+                conn: 1,
+                outbound: outbound.clone(),
+            },
+        );
+        hub.add(&key, Subscriber { conn: 1, outbound });
+        assert_eq!(joining(&hub), 1);
+        let (other, _other_rx, _) = Outbound::new(16);
+        hub.add(
+            &key,
+            Subscriber {
+                conn: 2,
+                outbound: other,
+            },
+        );
+        assert_eq!(joining(&hub), 2);
+        assert!(hub.remove(&key, 2));
+        assert!(hub.go_live(&key, 1, 0, None));
+        assert_eq!(joining(&hub), 0);
+        let position = StreamPosition {
+            epoch: "e".into(),
+            offset: 1,
+        };
+        hub.deliver_publication(key.id(), &publication(), &position);
+        assert_eq!(offset_of(&rx.try_recv().unwrap()), Some(1));
     }
 }
