@@ -1,0 +1,166 @@
+//! Runs every case in `cases.toml` against the events in `events/`.
+
+use herald_expr::{Expression, Limits};
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::path::Path;
+
+#[derive(Deserialize)]
+struct File {
+    case: Vec<Case>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Case {
+    name: Option<String>,
+    expr: String,
+    event: Option<String>,
+    event_json: Option<String>,
+    want: Option<String>,
+    error: Option<String>,
+    steps: Option<u64>,
+    complexity: Option<String>,
+    refused: Option<String>,
+    max_steps: Option<u64>,
+}
+
+fn events() -> HashMap<String, Value> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/events");
+    std::fs::read_dir(&dir)
+        .expect("tests/events")
+        .map(|entry| {
+            let path = entry.expect("entry").path();
+            let name = path
+                .file_stem()
+                .expect("stem")
+                .to_string_lossy()
+                .into_owned();
+            let text = std::fs::read_to_string(&path).expect("event file");
+            (name, serde_json::from_str(&text).expect("event JSON"))
+        })
+        .collect()
+}
+
+/// Checks one case; the mismatches it found, if any.
+fn run(case: &Case, events: &HashMap<String, Value>) -> Vec<String> {
+    let mut problems = Vec::new();
+    let limits = Limits {
+        max_steps: case.max_steps.unwrap_or(50_000),
+        ..Limits::default()
+    };
+    let event = match &case.event_json {
+        Some(text) => serde_json::from_str(text).expect("event_json"),
+        None => events[case.event.as_deref().unwrap_or("issue-created")].clone(),
+    };
+    let compiled = Expression::compile_with(&case.expr, &limits);
+    let outcome = compiled.as_ref().map(|e| e.evaluate_value(&event));
+    match (&compiled, &outcome) {
+        (Err(e), _) => {
+            if case.error.as_deref() != Some(e.to_string().as_str()) {
+                problems.push(format!("compile error: {e}"));
+            }
+        }
+        (Ok(_), Ok((result, steps))) => {
+            match (result, &case.want, &case.error) {
+                (Ok(v), Some(want), _) => {
+                    let want: Value = match serde_json::from_str(want) {
+                        Ok(w) => w,
+                        Err(e) => return vec![format!("`want` is not JSON: {e}")],
+                    };
+                    if *v != want {
+                        problems.push(format!("value {v}, want {want}"));
+                    }
+                }
+                (Err(e), _, Some(want)) if e.to_string() == *want => {}
+                (Err(e), _, _) => problems.push(format!("error: {e}")),
+                (Ok(v), None, Some(_)) => problems.push(format!("no error, value {v}")),
+                (Ok(_), None, None) => {}
+            }
+            if let Some(want) = case.steps {
+                if *steps != want {
+                    problems.push(format!("steps {steps}, want {want}"));
+                }
+            }
+        }
+        (Ok(_), Err(_)) => unreachable!(),
+    }
+    if let Ok(e) = &compiled {
+        // A filter gives a Boolean or an error; never anything else.
+        let filter = e.evaluate(&event);
+        if let (Ok(Ok((v, _))), Ok(b)) = (
+            &outcome.as_ref().map(|o| o.0.clone().map(|v| (v, 0))),
+            &filter.result,
+        ) {
+            if *v != Value::Bool(*b) {
+                problems.push(format!("filter said {b} for value {v}"));
+            }
+        }
+        if let Some(want) = &case.complexity {
+            if e.complexity().to_string() != *want {
+                problems.push(format!("complexity {}, want {want}", e.complexity()));
+            }
+        }
+    }
+    let checked = Expression::check(&case.expr, &limits);
+    match (&checked, &case.refused) {
+        (Err(e), Some(want)) if e.to_string() == *want => {}
+        (Err(e), Some(_)) => problems.push(format!("refused: {e}")),
+        (Ok(_), Some(_)) => problems.push("not refused".into()),
+        (Err(e), None) if compiled.is_ok() => problems.push(format!("refused: {e}")),
+        _ => {}
+    }
+    problems
+}
+
+#[test]
+fn every_case_behaves_as_written() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cases.toml");
+    let file: File = toml::from_str(&std::fs::read_to_string(path).expect("cases.toml"))
+        .unwrap_or_else(|e| panic!("cases.toml: {}", e.message()));
+    assert!(file.case.len() >= 150, "{} cases", file.case.len());
+    let events = events();
+    let mut failures = Vec::new();
+    for case in &file.case {
+        assert!(
+            case.want.is_some()
+                || case.error.is_some()
+                || case.complexity.is_some()
+                || case.refused.is_some(),
+            "case {:?} expects nothing",
+            case.expr
+        );
+        let problems = run(case, &events);
+        if !problems.is_empty() {
+            failures.push(format!(
+                "{}\n    {}\n    {}",
+                case.name.as_deref().unwrap_or(""),
+                case.expr.trim(),
+                problems.join("\n    ")
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        file.case.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn the_jira_software_examples_are_among_the_events() {
+    let events = events();
+    for (name, event_type) in [
+        ("board-created", "avi:jira-software:created:board"),
+        (
+            "board-configuration-changed",
+            "avi:jira-software:configuration-changed:board",
+        ),
+        ("sprint-updated", "avi:jira-software:updated:sprint"),
+    ] {
+        assert_eq!(events[name]["eventType"], event_type);
+    }
+}
