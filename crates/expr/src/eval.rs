@@ -22,6 +22,10 @@ use std::rc::Rc;
 /// Deepest evaluation recursion, counting nested calls of function values.
 pub const MAX_EVAL_DEPTH: u32 = 384;
 
+/// Room left on the stack below which evaluation continues on a new segment.
+const STACK_RED_ZONE: usize = 128 * 1024;
+const STACK_SEGMENT: usize = 1024 * 1024;
+
 pub(crate) type Regexes = HashMap<String, regex::Regex>;
 
 pub(crate) struct Fault {
@@ -102,7 +106,10 @@ impl<'a> Machine<'a> {
                 format!("Evaluation nested too deeply: more than {MAX_EVAL_DEPTH} levels."),
             ));
         }
-        let result = f(self);
+        // Debug builds take several times the stack of release builds per
+        // level; growing the stack on demand keeps the depth limit the only
+        // limit, whatever the profile and the thread's stack size.
+        let result = stacker::maybe_grow(STACK_RED_ZONE, STACK_SEGMENT, || f(self));
         self.depth -= 1;
         result
     }

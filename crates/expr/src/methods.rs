@@ -304,9 +304,10 @@ fn string_method<'a>(
                 None => match m.compiled.get(&pattern) {
                     Some(r) => r.clone(),
                     None => {
-                        // Compiling costs far more than a step: charged per
-                        // byte of pattern, once per evaluation.
-                        m.charge(100 + 10 * pattern.len() as u64, pos)?;
+                        // Compiling costs far more than a step (measured in
+                        // tests/limits.rs): 1,000 steps and 10 per byte of
+                        // pattern, once per pattern and evaluation.
+                        m.charge(1000 + 10 * pattern.len() as u64, pos)?;
                         let r = compile_pattern(&pattern).or_else(|e| fail(args[0].pos, e))?;
                         m.compiled.insert(pattern, r.clone());
                         r
