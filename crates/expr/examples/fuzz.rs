@@ -17,13 +17,18 @@ use std::time::{Duration, Instant};
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let inputs: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
+    let inputs: u64 = args
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
     let seed: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(1);
     let mut rng = Rng::new(seed);
     let events = [
         serde_json::from_str(include_str!("../tests/events/issue-created.json")).expect("event"),
-        serde_json::from_str(include_str!("../tests/events/board-configuration-changed.json"))
-            .expect("event"),
+        serde_json::from_str(include_str!(
+            "../tests/events/board-configuration-changed.json"
+        ))
+        .expect("event"),
         testgen::event(&mut rng, 4),
     ];
     std::panic::set_hook(Box::new(|_| {}));

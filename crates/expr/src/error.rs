@@ -24,4 +24,19 @@ impl ExprError {
     pub fn location(&self) -> String {
         self.pos.to_string()
     }
+
+    /// The source line the error is on with a caret under its column, for
+    /// people reading it at a terminal.
+    pub fn caret(&self, source: &str) -> String {
+        let line = source
+            .lines()
+            .nth(self.pos.line.saturating_sub(1) as usize)
+            .unwrap_or("");
+        let indent: String = line
+            .chars()
+            .take(self.pos.column.saturating_sub(1) as usize)
+            .map(|c| if c == '\t' { '\t' } else { ' ' })
+            .collect();
+        format!("{line}\n{indent}^")
+    }
 }

@@ -23,7 +23,7 @@ use std::rc::Rc;
 pub const MAX_EVAL_DEPTH: u32 = 384;
 
 /// Room left on the stack below which evaluation continues on a new segment.
-const STACK_RED_ZONE: usize = 128 * 1024;
+const STACK_RED_ZONE: usize = 256 * 1024;
 const STACK_SEGMENT: usize = 1024 * 1024;
 
 pub(crate) type Regexes = HashMap<String, regex::Regex>;
@@ -108,8 +108,13 @@ impl<'a> Machine<'a> {
         }
         // Debug builds take several times the stack of release builds per
         // level; growing the stack on demand keeps the depth limit the only
-        // limit, whatever the profile and the thread's stack size.
-        let result = stacker::maybe_grow(STACK_RED_ZONE, STACK_SEGMENT, || f(self));
+        // limit, whatever the profile and the thread's stack size. Checking
+        // every 8th level is enough: the red zone holds 8 levels' frames.
+        let result = if self.depth % 8 == 0 {
+            stacker::maybe_grow(STACK_RED_ZONE, STACK_SEGMENT, || f(self))
+        } else {
+            f(self)
+        };
         self.depth -= 1;
         result
     }

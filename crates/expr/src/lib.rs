@@ -31,6 +31,7 @@ pub mod lexer;
 pub mod methods;
 pub mod parser;
 pub mod print;
+pub mod report;
 #[doc(hidden)]
 pub mod testgen;
 pub mod value;

@@ -454,6 +454,7 @@ impl Parser<'_, '_> {
             }
             Tok::Punct(Punct::LBracket) => ExprKind::List(self.items(Punct::RBracket)?),
             Tok::Punct(Punct::LBrace) => ExprKind::Map(self.map_entries()?),
+            Tok::Eof => return Err(ExprError::new(pos, "The expression ended unexpectedly.")),
             other => {
                 return Err(ExprError::new(
                     pos,

@@ -6,7 +6,9 @@ use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
 fn error_of(source: &str) -> String {
-    Expression::compile(source).expect_err("refused").to_string()
+    Expression::compile(source)
+        .expect_err("refused")
+        .to_string()
 }
 
 #[test]
@@ -54,7 +56,10 @@ fn node_count_is_capped() {
     };
     let source = format!("[{}]", vec!["1"; 100].join(","));
     let error = Expression::compile_with(&source, &limits).expect_err("refused");
-    assert_eq!(error.message, "The expression is too large: more than 100 nodes.");
+    assert_eq!(
+        error.message,
+        "The expression is too large: more than 100 nodes."
+    );
 }
 
 /// The deepest programs the limits allow, evaluated on a thread with the
@@ -111,7 +116,13 @@ fn the_deepest_allowed_programs_evaluate_on_a_small_stack() {
 #[test]
 fn the_budget_bounds_time() {
     let event: Value = serde_json::from_str(include_str!("events/issue-created.json")).unwrap();
-    let hundred = format!("[{}]", (0..100).map(|i| i.to_string()).collect::<Vec<_>>().join(","));
+    let hundred = format!(
+        "[{}]",
+        (0..100)
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    );
     let baseline = format!("{hundred}.map(x => {hundred}.map(y => x + y))");
     let hostile = [
         // Text that doubles: charged per 64 bytes.
@@ -150,7 +161,10 @@ fn the_budget_bounds_time() {
     let ceiling = (base * 40).max(Duration::from_millis(200));
     for source in &hostile {
         let (took, _) = time(source);
-        eprintln!("{:>6.1} x baseline: {source:.70}", took.as_secs_f64() / base.as_secs_f64());
+        eprintln!(
+            "{:>6.1} x baseline: {source:.70}",
+            took.as_secs_f64() / base.as_secs_f64()
+        );
         assert!(
             took <= ceiling,
             "{source}: {took:?}, more than 40 x {base:?} (50,000 plain steps)"

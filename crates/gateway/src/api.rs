@@ -23,6 +23,10 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/api/v1/publish/global", post(publish_global))
         .route("/api/v1/token", post(token))
         .route("/api/v1/nodes", get(nodes))
+        .route(
+            "/api/v1/expressions/evaluate",
+            post(crate::expressions::evaluate),
+        )
 }
 
 /// The API key of a request: `Authorization: Bearer <key>` or `X-API-Key`.
@@ -38,11 +42,11 @@ pub fn api_key(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// A failed call: the error and the HTTP status it is answered with.
-struct ApiError {
-    error: ErrorBody,
-    status: StatusCode,
+pub(crate) struct ApiError {
+    pub error: ErrorBody,
+    pub status: StatusCode,
     /// The app's burst, for `X-RateLimit-Limit` on a 429.
-    limit: Option<u32>,
+    pub limit: Option<u32>,
 }
 
 impl From<ErrorBody> for ApiError {
@@ -91,7 +95,11 @@ fn with_limit(mut response: Response, decision: Option<Decision>) -> Response {
 
 impl ApiError {
     /// Answers with the body shape of the call's success.
-    fn into_response<T: Serialize>(self, state: &AppState, shape: fn(ErrorBody) -> T) -> Response {
+    pub(crate) fn into_response<T: Serialize>(
+        self,
+        state: &AppState,
+        shape: fn(ErrorBody) -> T,
+    ) -> Response {
         state.metrics.error(self.error.code);
         let retry = self.error.retry_after_ms;
         let mut response = (self.status, Json(shape(self.error))).into_response();
@@ -124,7 +132,7 @@ fn token_failure(error: ErrorBody) -> TokenResult {
     }
 }
 
-fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Arc<App>, ApiError> {
+pub(crate) fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Arc<App>, ApiError> {
     api_key(headers)
         .and_then(|k| state.apps.by_api_key(k))
         .cloned()
@@ -135,7 +143,7 @@ fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Arc<App>, ApiEr
         })
 }
 
-fn parse_body<T: DeserializeOwned>(
+pub(crate) fn parse_body<T: DeserializeOwned>(
     state: &AppState,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<T, ErrorBody> {

@@ -4,6 +4,7 @@
 //!   configured).
 //! - `herald token`: mint a user JWT for testing.
 //! - `herald check-config`: load and check a configuration file.
+//! - `herald expr check|eval`: the filter-expression playground.
 //!
 //! The gateway's parts: [`config`] (one typed configuration), [`auth`]
 //! (user JWTs, API keys, channel tokens), [`realtime`] (the operations both
@@ -13,6 +14,7 @@
 mod api;
 mod auth;
 mod config;
+mod expressions;
 mod metrics;
 mod realtime;
 mod server;
@@ -76,6 +78,33 @@ enum Command {
         #[arg(long, env = "HERALD_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Filter expressions: check one, or evaluate it against an event.
+    #[command(subcommand)]
+    Expr(ExprCommand),
+}
+
+#[derive(Subcommand)]
+enum ExprCommand {
+    /// Check an expression's syntax and static cost, as a trigger is checked.
+    Check {
+        expression: String,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Evaluate an expression as a filter over an event.
+    Eval {
+        expression: String,
+        /// The event: a JSON file, or `-` for standard input.
+        #[arg(long)]
+        event: PathBuf,
+        /// The step budget.
+        #[arg(long, default_value_t = 50_000)]
+        max_steps: u64,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -101,6 +130,7 @@ fn main() -> ExitCode {
             ttl,
         } => token(config, app, sub, ctx, role, ttl),
         Command::CheckConfig { config } => check_config(config),
+        Command::Expr(command) => return expr(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -249,4 +279,95 @@ fn check_config(file: Option<PathBuf>) -> Result<(), String> {
 
 fn toml_like(config: &Config) -> Result<String, String> {
     serde_json::to_string_pretty(config).map_err(|e| e.to_string())
+}
+
+/// `herald expr`: exits 0 when the expression is fine (and, for `eval`,
+/// gives a Boolean), 1 otherwise.
+fn expr(command: ExprCommand) -> ExitCode {
+    let (source, event, limits, json) = match command {
+        ExprCommand::Check { expression, json } => {
+            (expression, None, herald_expr::Limits::default(), json)
+        }
+        ExprCommand::Eval {
+            expression,
+            event,
+            max_steps,
+            json,
+        } => {
+            let text = if event.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin())
+            } else {
+                std::fs::read_to_string(&event)
+            };
+            let parsed = text
+                .map_err(|e| format!("cannot read {}: {e}", event.display()))
+                .and_then(|t| {
+                    serde_json::from_str::<serde_json::Value>(&t)
+                        .map_err(|e| format!("{} is not JSON: {e}", event.display()))
+                });
+            match parsed {
+                Ok(v) => {
+                    let limits = herald_expr::Limits {
+                        max_steps,
+                        ..Default::default()
+                    };
+                    (expression, Some(v), limits, json)
+                }
+                Err(e) => {
+                    eprintln!("herald: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    };
+    let (report, error) = herald_expr::report::report(&source, event.as_ref(), &limits);
+    let fine = error.is_none()
+        && report.complexity_error.is_none()
+        && (event.is_none() || report.result.is_some());
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
+    } else {
+        print_report(&source, &report, error.as_ref(), event.is_some());
+    }
+    if fine {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn print_report(
+    source: &str,
+    report: &herald_expr::report::Report,
+    error: Option<&herald_expr::ExprError>,
+    evaluated: bool,
+) {
+    if let Some(result) = report.result {
+        println!("result:     {result}");
+    }
+    if let Some(e) = error {
+        println!("error:      {e}");
+        for line in e.caret(source).lines() {
+            println!("  {line}");
+        }
+    }
+    if evaluated && report.complexity.is_some() {
+        println!("steps:      {}", report.steps);
+    }
+    if let Some(complexity) = &report.complexity {
+        println!("complexity: {complexity}");
+        let mut variables: Vec<_> = report.variables.iter().collect();
+        variables.sort_by_key(|(name, _)| "NMLKJIHGFEDC".find(name.as_str()).unwrap_or(usize::MAX));
+        for (name, list) in variables {
+            println!("  {name} = size of {list}");
+        }
+    }
+    match &report.complexity_error {
+        Some(why) => println!("refused:    {why}"),
+        None if error.is_none() && !evaluated => println!("ok"),
+        None => {}
+    }
 }
