@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 /// Deepest evaluation recursion, counting nested calls of function values.
-pub const MAX_EVAL_DEPTH: u32 = 384;
+pub const MAX_EVAL_DEPTH: u32 = 1024;
 
 /// Room left on the stack below which evaluation continues on a new segment.
 const STACK_RED_ZONE: usize = 256 * 1024;
@@ -110,7 +110,7 @@ impl<'a> Machine<'a> {
         // level; growing the stack on demand keeps the depth limit the only
         // limit, whatever the profile and the thread's stack size. Checking
         // every 8th level is enough: the red zone holds 8 levels' frames.
-        let result = if self.depth % 8 == 0 {
+        let result = if self.depth.is_multiple_of(8) {
             stacker::maybe_grow(STACK_RED_ZONE, STACK_SEGMENT, || f(self))
         } else {
             f(self)
@@ -317,8 +317,8 @@ impl<'a> Machine<'a> {
                 TemplatePart::Text(text) => out.push_str(text),
                 TemplatePart::Expr(e) => self.eval(e)?.write_text(&mut out),
             }
-            self.charge_text(out.len(), pos)?;
         }
+        self.charge_text(out.len(), pos)?;
         Ok(Val::owned_str(out))
     }
 

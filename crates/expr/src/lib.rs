@@ -60,7 +60,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_length: 10_000,
-            max_depth: 128,
+            max_depth: 256,
             max_nodes: 10_000,
             max_steps: 50_000,
         }

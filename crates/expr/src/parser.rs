@@ -156,7 +156,13 @@ impl Parser<'_, '_> {
             let pos = self.lexer.pos();
             return Err(self.too_deep(pos));
         }
-        let result = f(self);
+        // As in evaluation: the nesting limit, not the thread's stack, is
+        // what bounds the recursion.
+        let result = if self.nesting.is_multiple_of(8) {
+            stacker::maybe_grow(256 * 1024, 1024 * 1024, || f(self))
+        } else {
+            f(self)
+        };
         self.nesting -= 1;
         result
     }

@@ -16,7 +16,7 @@ impl Rng {
         Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x << 13;
         x ^= x >> 7;
@@ -27,7 +27,7 @@ impl Rng {
 
     /// A number in `0..n` (n > 0).
     pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
+        (self.next_u64() % n as u64) as usize
     }
 
     pub fn chance(&mut self, percent: usize) -> bool {
@@ -304,11 +304,12 @@ pub const SEEDS: &[&str] = &[
 /// generated program printed.
 pub fn fuzz_input(rng: &mut Rng) -> Vec<u8> {
     match rng.below(4) {
-        0 => (0..rng.below(64)).map(|_| rng.next() as u8).collect(),
+        0 => (0..rng.below(64)).map(|_| rng.next_u64() as u8).collect(),
         1 => {
             let mut out = String::new();
             for _ in 0..rng.below(40) {
-                out.push_str(*rng.pick(TOKENS));
+                let token: &&str = rng.pick(TOKENS);
+                out.push_str(token);
                 if rng.chance(30) {
                     out.push(' ');
                 }
@@ -336,7 +337,7 @@ fn mutate(rng: &mut Rng, bytes: &mut Vec<u8>) {
             let token = rng.pick(TOKENS).as_bytes();
             bytes.splice(at..at, token.iter().copied());
         }
-        2 if at < bytes.len() => bytes[at] = rng.next() as u8,
+        2 if at < bytes.len() => bytes[at] = rng.next_u64() as u8,
         _ => {
             let end = (at + rng.below(16)).min(bytes.len());
             let span = bytes[at..end].to_vec();

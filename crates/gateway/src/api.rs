@@ -62,7 +62,7 @@ impl From<ErrorBody> for ApiError {
 }
 
 /// `?` on a realtime error inside a call of `app`.
-fn for_app(app: &App) -> impl Fn(ErrorBody) -> ApiError + '_ {
+pub(crate) fn for_app(app: &App) -> impl Fn(ErrorBody) -> ApiError + '_ {
     move |error| ApiError {
         limit: Some(app.config.ops_burst.max(1)),
         ..ApiError::from(error)

@@ -5,7 +5,7 @@
 //! successful call with an `error`; a bad call (credentials, body, rate
 //! limit) is answered as the rest of the server API answers it.
 
-use crate::api::{authenticate, parse_body, ApiError};
+use crate::api::{authenticate, for_app, parse_body, ApiError};
 use crate::realtime::{charge, error};
 use crate::state::AppState;
 use axum::body::Bytes;
@@ -56,7 +56,7 @@ async fn try_evaluate(
 ) -> Result<herald_expr::report::Report, ApiError> {
     let app = authenticate(state, headers)?;
     let req: EvaluateRequest = parse_body(state, body)?;
-    charge(state, &app).await.map_err(ApiError::from)?;
+    charge(state, &app).await.map_err(for_app(&app))?;
     // Up to 50,000 steps: off the async workers.
     let report = tokio::task::spawn_blocking(move || {
         herald_expr::report::report(&req.expression, Some(&req.event), &Limits::default()).0
