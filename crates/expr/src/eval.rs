@@ -332,12 +332,9 @@ impl<'a> Machine<'a> {
                 name,
                 optional,
             } => {
-                let Some(obj) = self.link(object)? else {
+                let Some(obj) = self.receiver(object, *optional)? else {
                     return Ok(None);
                 };
-                if *optional && matches!(obj, Val::Null) {
-                    return Ok(None);
-                }
                 self.charge(1, e.pos)?;
                 self.member(obj, name, *optional, object, e.pos)
             }
@@ -346,12 +343,9 @@ impl<'a> Machine<'a> {
                 index,
                 optional,
             } => {
-                let Some(obj) = self.link(object)? else {
+                let Some(obj) = self.receiver(object, *optional)? else {
                     return Ok(None);
                 };
-                if *optional && matches!(obj, Val::Null) {
-                    return Ok(None);
-                }
                 let index = self.eval(index)?;
                 self.charge(1, e.pos)?;
                 self.index(obj, index, *optional, object, e.pos)
@@ -362,12 +356,9 @@ impl<'a> Machine<'a> {
                     name,
                     optional,
                 } => {
-                    let Some(receiver) = self.link(object)? else {
+                    let Some(receiver) = self.receiver(object, *optional)? else {
                         return Ok(None);
                     };
-                    if *optional && matches!(receiver, Val::Null) {
-                        return Ok(None);
-                    }
                     self.charge(1, callee.pos)?;
                     methods::call(self, receiver, name, args, callee.pos).map(Some)
                 }
@@ -382,6 +373,15 @@ impl<'a> Machine<'a> {
                 }
             },
             _ => self.eval(e).map(Some),
+        }
+    }
+
+    /// What a member access, index or method call applies to; `None` when
+    /// the chain stops there (an optional access on null, or earlier).
+    fn receiver(&mut self, object: &'a Expr, optional: bool) -> R<Option<Val<'a>>> {
+        match self.link(object)? {
+            Some(Val::Null) if optional => Ok(None),
+            found => Ok(found),
         }
     }
 
