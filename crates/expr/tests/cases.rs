@@ -43,8 +43,25 @@ fn events() -> HashMap<String, Value> {
         .collect()
 }
 
+/// Expands `<<TEXT*N>>` in a case's expression to TEXT repeated N times,
+/// for the cases about size and depth.
+fn expand(source: &str) -> String {
+    let mut out = String::new();
+    let mut rest = source;
+    while let Some(start) = rest.find("<<") {
+        out.push_str(&rest[..start]);
+        let end = rest[start..].find(">>").expect("closing >>") + start;
+        let (text, times) = rest[start + 2..end].rsplit_once('*').expect("TEXT*N");
+        out.push_str(&text.repeat(times.parse().expect("N")));
+        rest = &rest[end + 2..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Checks one case; the mismatches it found, if any.
 fn run(case: &Case, events: &HashMap<String, Value>) -> Vec<String> {
+    let expr = expand(&case.expr);
     let mut problems = Vec::new();
     let limits = Limits {
         max_steps: case.max_steps.unwrap_or(50_000),
@@ -54,7 +71,7 @@ fn run(case: &Case, events: &HashMap<String, Value>) -> Vec<String> {
         Some(text) => serde_json::from_str(text).expect("event_json"),
         None => events[case.event.as_deref().unwrap_or("issue-created")].clone(),
     };
-    let compiled = Expression::compile_with(&case.expr, &limits);
+    let compiled = Expression::compile_with(&expr, &limits);
     let outcome = compiled.as_ref().map(|e| e.evaluate_value(&event));
     match (&compiled, &outcome) {
         (Err(e), _) => {
@@ -103,7 +120,7 @@ fn run(case: &Case, events: &HashMap<String, Value>) -> Vec<String> {
             }
         }
     }
-    let checked = Expression::check(&case.expr, &limits);
+    let checked = Expression::check(&expr, &limits);
     match (&checked, &case.refused) {
         (Err(e), Some(want)) if e.to_string() == *want => {}
         (Err(e), Some(_)) => problems.push(format!("refused: {e}")),
