@@ -230,6 +230,11 @@ impl<'a> Machine<'a> {
 
     // ---- expressions ----
 
+    /// The values of call arguments, in order.
+    pub fn eval_all(&mut self, args: &'a [Expr]) -> R<Vec<Val<'a>>> {
+        args.iter().map(|a| self.eval(a)).collect()
+    }
+
     pub fn eval(&mut self, e: &'a Expr) -> R<Val<'a>> {
         self.deeper(e.pos, |m| m.eval_node(e))
     }
@@ -364,10 +369,7 @@ impl<'a> Machine<'a> {
                 }
                 _ => {
                     let f = self.eval(callee)?;
-                    let mut values = Vec::with_capacity(args.len());
-                    for arg in args {
-                        values.push(self.eval(arg)?);
-                    }
+                    let values = self.eval_all(args)?;
                     self.charge(1, e.pos)?;
                     self.call_value(&f, &values, e.pos).map(Some)
                 }

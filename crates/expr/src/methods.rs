@@ -31,7 +31,7 @@ pub(crate) fn call<'a>(
         Val::Str(s) => string_method(m, s.as_str(), name, args, pos),
         Val::JsonMap(_) | Val::Map(_) => match receiver.map_get(name) {
             Some(f @ Val::Func(_)) => {
-                let values = eval_args(m, args)?;
+                let values = m.eval_all(args)?;
                 m.call_value(&f, &values, pos)
             }
             Some(other) => fail(
@@ -49,10 +49,6 @@ pub(crate) fn call<'a>(
             format!("Unknown method \"{name}\" of {}.", type_name(other)),
         ),
     }
-}
-
-fn eval_args<'a>(m: &mut Machine<'a>, args: &'a [Expr]) -> R<Vec<Val<'a>>> {
-    args.iter().map(|a| m.eval(a)).collect()
 }
 
 fn arity(name: &str, args: &[Expr], min: usize, max: usize, pos: Pos) -> R<()> {

@@ -356,41 +356,19 @@ impl Parser<'_, '_> {
             let kind = match tok {
                 Tok::Punct(Punct::Dot) => {
                     self.advance()?;
-                    let name = self.member_name()?;
-                    ExprKind::Member {
-                        object: Box::new(expr),
-                        name,
-                        optional: false,
-                    }
+                    self.member(expr, false)?
                 }
                 Tok::Punct(Punct::QuestionDot) => {
                     self.advance()?;
                     if self.eat_punct(Punct::LBracket)? {
-                        let index = self.expression()?;
-                        self.expect_punct(Punct::RBracket)?;
-                        ExprKind::Index {
-                            object: Box::new(expr),
-                            index: Box::new(index),
-                            optional: true,
-                        }
+                        self.index(expr, true)?
                     } else {
-                        let name = self.member_name()?;
-                        ExprKind::Member {
-                            object: Box::new(expr),
-                            name,
-                            optional: true,
-                        }
+                        self.member(expr, true)?
                     }
                 }
                 Tok::Punct(Punct::LBracket) => {
                     self.advance()?;
-                    let index = self.expression()?;
-                    self.expect_punct(Punct::RBracket)?;
-                    ExprKind::Index {
-                        object: Box::new(expr),
-                        index: Box::new(index),
-                        optional: false,
-                    }
+                    self.index(expr, false)?
                 }
                 Tok::Punct(Punct::LParen) => {
                     self.advance()?;
@@ -404,6 +382,27 @@ impl Parser<'_, '_> {
             };
             expr = self.node(kind, pos)?;
         }
+    }
+
+    /// After `.` or `?.`: the property name.
+    fn member(&mut self, object: Expr, optional: bool) -> Parsed<ExprKind> {
+        let name = self.member_name()?;
+        Ok(ExprKind::Member {
+            object: Box::new(object),
+            name,
+            optional,
+        })
+    }
+
+    /// After `[` or `?.[`: the index and its `]`.
+    fn index(&mut self, object: Expr, optional: bool) -> Parsed<ExprKind> {
+        let index = self.expression()?;
+        self.expect_punct(Punct::RBracket)?;
+        Ok(ExprKind::Index {
+            object: Box::new(object),
+            index: Box::new(index),
+            optional,
+        })
     }
 
     fn member_name(&mut self) -> Parsed<String> {
