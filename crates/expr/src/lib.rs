@@ -76,6 +76,12 @@ pub struct Expression {
     max_steps: u64,
 }
 
+// Triggers share a compiled expression between worker tasks.
+const _: fn() = || {
+    fn shared<T: Send + Sync>() {}
+    shared::<Expression>();
+};
+
 /// The outcome of running a filter over one event.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Evaluation {
