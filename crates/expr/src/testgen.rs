@@ -6,6 +6,7 @@
 //! input reproducible from its seed.
 
 use crate::ast::*;
+use crate::methods::compile_pattern;
 use crate::{Expression, Limits};
 use serde_json::{json, Map, Value};
 
@@ -71,6 +72,9 @@ const STRINGS: &[&str] = &[
     "\\",
     "\u{1}",
 ];
+
+/// Valid patterns for `match` with a literal argument.
+const PATTERNS: &[&str] = &["a", "[0-9]+", "^$", "(a|b)*", "\\\\", "\\n"];
 
 /// A random event over the keys the generated programs use.
 pub fn event(rng: &mut Rng, depth: u32) -> Value {
@@ -215,6 +219,7 @@ impl Generator<'_> {
             6 | 7 => {
                 let object = self.boxed(depth);
                 let name = (*self.rng.pick(METHODS)).to_owned();
+                let is_match = name == "match";
                 let callee = Expr::new(
                     ExprKind::Member {
                         object,
@@ -223,7 +228,7 @@ impl Generator<'_> {
                     },
                     pos,
                 );
-                let args = (0..self.rng.below(3))
+                let mut args: Vec<Expr> = (0..self.rng.below(3))
                     .map(|_| {
                         if self.rng.chance(60) {
                             self.arrow(depth - 1)
@@ -232,6 +237,14 @@ impl Generator<'_> {
                         }
                     })
                     .collect();
+                // A literal pattern is compiled with the program, so an
+                // invalid one (`'\\'`) would make the program not compile:
+                // generated programs always do, so give `match` a valid one.
+                if let (true, [arg]) = (is_match, args.as_mut_slice()) {
+                    if matches!(&arg.kind, ExprKind::String(p) if compile_pattern(p).is_err()) {
+                        arg.kind = ExprKind::String((*self.rng.pick(PATTERNS)).to_owned());
+                    }
+                }
                 ExprKind::Call {
                     callee: Box::new(callee),
                     args,
