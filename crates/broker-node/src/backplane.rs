@@ -9,17 +9,31 @@
 use crate::hub::Hub;
 use crate::key::ChannelKey;
 use async_trait::async_trait;
-use herald_history::{MemoryHistory, Publication, Retention};
+use herald_history::{MemoryHistory, Publication, Retention, StoreError};
 use herald_protocol::StreamPosition;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackplaneError {
-    #[error("backplane unavailable: {0}")]
-    Unavailable(String),
+    /// The store behind the backplane failed; its own error says how.
+    #[error("backplane failed: {0}")]
+    Store(#[source] StoreError),
+}
+
+/// Counters of a backplane's health, read by the gateway's metrics.
+#[derive(Debug, Default)]
+pub struct BackplaneStats {
+    pub ready: AtomicBool,
+    pub errors: AtomicU64,
+    pub resubscribes: AtomicU64,
+    /// Messages lost between the store's client and the node.
+    pub lagged: AtomicU64,
+    /// Messages that could not be read and were dropped (and logged).
+    pub malformed: AtomicU64,
 }
 
 /// What a publish did.
@@ -28,8 +42,6 @@ pub struct Published {
     /// The publication's place in its stream; `None` when it went nowhere
     /// (no listener and no history kept), or was a repeat.
     pub position: Option<StreamPosition>,
-    /// How many nodes had subscribers for the channel.
-    pub listeners: usize,
     /// Set when the publish repeated an idempotency key seen within its
     /// window: nothing was published, and this is what the first publish
     /// answered.
@@ -78,6 +90,9 @@ pub trait Backplane: Send + Sync + 'static {
     fn ready(&self) -> bool {
         true
     }
+
+    /// Periodic upkeep (forgetting expired idempotency keys, say).
+    fn sweep(&self, _now_ms: u64) {}
 }
 
 const ORDER_SHARDS: usize = 64;
@@ -95,11 +110,6 @@ pub struct MemoryBackplane {
 }
 
 impl MemoryBackplane {
-    /// Forgets idempotency keys past their window.
-    pub fn sweep(&self, now_ms: u64) {
-        self.seen.lock().retain(|_, (_, expires)| *expires > now_ms);
-    }
-
     pub fn new(hub: Arc<Hub>, history: Arc<MemoryHistory>) -> Self {
         MemoryBackplane {
             hub,
@@ -129,7 +139,6 @@ impl Backplane for MemoryBackplane {
                 if *expires > now_ms {
                     return Ok(Published {
                         position: None,
-                        listeners: 0,
                         repeat_of: Some(original.clone()),
                     });
                 }
@@ -153,7 +162,6 @@ impl Backplane for MemoryBackplane {
         }
         Ok(Published {
             position,
-            listeners: usize::from(listening),
             repeat_of: None,
         })
     }
@@ -165,5 +173,11 @@ impl Backplane for MemoryBackplane {
 
     async fn unsubscribe(&self, _key: &ChannelKey) -> Result<(), BackplaneError> {
         Ok(())
+    }
+
+    /// Forgets idempotency keys past their window, and idle streams.
+    fn sweep(&self, now_ms: u64) {
+        self.seen.lock().retain(|_, (_, expires)| *expires > now_ms);
+        self.history.sweep(now_ms);
     }
 }

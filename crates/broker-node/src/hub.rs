@@ -2,8 +2,9 @@
 //!
 //! Channels are spread over shards by key id, each behind its own lock, so
 //! subscribes and deliveries on different channels rarely contend. Fan-out
-//! never waits: it offers one shared encoded frame to each subscriber's
-//! bounded queue and kicks the ones that are full.
+//! never waits: it encodes a delivery once per codec among the channel's
+//! subscribers (see [`crate::codec`]), offers the shared bytes to each
+//! subscriber's bounded queue and kicks the ones that are full.
 //!
 //! A subscriber joins in two steps. [`Hub::add`] puts it in the index
 //! *joining*: frames for it are held back, with their offsets. Once its
@@ -12,13 +13,12 @@
 //! newer than what the reply covered, under the channel's lock, so nothing
 //! published meanwhile is lost, duplicated or overtakes the reply.
 
+use crate::codec::{CodecRef, Encodings};
 use crate::key::ChannelKey;
 use crate::outbound::{EncodedFrame, Offer, Subscriber};
 use herald_history::Publication;
-use herald_protocol::server::{
-    DisconnectReason, Event, EventMeta, Member, PresenceChange, ServerFrame,
-};
-use herald_protocol::{timestamp_string, StreamPosition};
+use herald_protocol::server::{DisconnectReason, Member};
+use herald_protocol::StreamPosition;
 use parking_lot::RwLock;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
@@ -97,7 +97,9 @@ impl Hub {
             held: Some(Vec::new()),
             subscriber,
         };
-        let replaced = channel.subscribers.insert(entry.subscriber.conn, entry);
+        let replaced = channel
+            .subscribers
+            .insert(entry.subscriber.conn.local(), entry);
         // A replaced entry that was joining is already counted.
         if replaced.as_ref().is_none_or(|e| e.held.is_none()) {
             channel.joining += 1;
@@ -199,52 +201,41 @@ impl Hub {
         publication: &Publication,
         position: &StreamPosition,
     ) -> usize {
-        self.fan_out(key_id, Some(position.offset), |key| {
-            ServerFrame::Event(event_frame(
-                key,
-                publication,
-                position.epoch.clone(),
-                position.offset,
-            ))
+        self.fan_out(key_id, Some(position.offset), |key, codec| {
+            codec.publication(key, publication, position)
         })
     }
 
     /// Delivers a presence join or leave to the local subscribers of a
     /// channel.
     pub fn deliver_presence(&self, key_id: &str, kind: PresenceKind, member: &Member) -> usize {
-        self.fan_out(key_id, None, |key| {
-            let change = PresenceChange {
-                channel: key.name().to_owned(),
-                global: key.global(),
-                member: member.clone(),
-            };
-            match kind {
-                PresenceKind::Join => ServerFrame::PresenceJoin(change),
-                PresenceKind::Leave => ServerFrame::PresenceLeave(change),
-            }
-        })
+        self.fan_out(key_id, None, |key, codec| codec.presence(key, kind, member))
     }
 
     fn fan_out(
         &self,
         key_id: &str,
         offset: Option<u64>,
-        frame: impl FnOnce(&ChannelKey) -> ServerFrame,
+        render: impl Fn(&ChannelKey, CodecRef) -> EncodedFrame,
     ) -> usize {
         let shard = self.shard(key_id).upgradable_read();
         let Some(channel) = shard.get(key_id) else {
             return 0;
         };
-        // Encode once; every subscriber gets the same bytes.
-        let encoded = EncodedFrame::encode(&frame(&channel.key));
+        // Encode once per codec; its subscribers all get the same bytes.
         if channel.joining > 0 {
             // Someone is joining: take the write lock to hold its copy back.
             let mut shard = parking_lot::RwLockUpgradableReadGuard::upgrade(shard);
-            let Some(channel) = shard.get_mut(key_id) else {
+            let Some(Channel {
+                key, subscribers, ..
+            }) = shard.get_mut(key_id)
+            else {
                 return 0;
             };
+            let mut encodings = Encodings::new(|codec| render(key, codec));
             let mut queued = 0;
-            for entry in channel.subscribers.values_mut() {
+            for entry in subscribers.values_mut() {
+                let encoded = encodings.get(entry.subscriber.outbound.codec());
                 match &mut entry.held {
                     Some(held) if held.len() < JOIN_BUFFER_LIMIT => {
                         held.push((offset, encoded.clone()))
@@ -259,7 +250,7 @@ impl Hub {
                             self.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
                         }
                     }
-                    None => queued += self.offer(&entry.subscriber, &encoded),
+                    None => queued += self.offer(&entry.subscriber, encoded),
                 }
             }
             self.stats
@@ -267,9 +258,11 @@ impl Hub {
                 .fetch_add(queued as u64, Ordering::Relaxed);
             return queued;
         }
+        let mut encodings = Encodings::new(|codec| render(&channel.key, codec));
         let mut queued = 0;
         for entry in channel.subscribers.values() {
-            queued += self.offer(&entry.subscriber, &encoded);
+            let encoded = encodings.get(entry.subscriber.outbound.codec());
+            queued += self.offer(&entry.subscriber, encoded);
         }
         self.stats
             .delivered
@@ -289,29 +282,12 @@ impl Hub {
     }
 }
 
-/// The `event` frame of a publication on a channel.
-pub fn event_frame(key: &ChannelKey, p: &Publication, epoch: String, offset: u64) -> Event {
-    Event {
-        channel: key.name().to_owned(),
-        global: key.global(),
-        event: p.event.clone(),
-        payload: std::sync::Arc::clone(&p.payload),
-        meta: EventMeta {
-            message_id: p.message_id.clone(),
-            sender_type: p.sender_type,
-            sender_id: p.sender_id.clone(),
-            timestamp: timestamp_string(p.timestamp_ms),
-            epoch,
-            offset,
-        },
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::{Codec, NATIVE};
     use crate::key::Scope;
-    use crate::outbound::Outbound;
+    use crate::outbound::{ConnId, Outbound};
     use herald_protocol::server::SenderType;
     use serde_json::value::RawValue;
     use std::sync::Arc;
@@ -328,6 +304,86 @@ mod tests {
         }
     }
 
+    fn sub(conn: u64, outbound: Outbound) -> Subscriber {
+        Subscriber {
+            conn: ConnId::new(conn, format!("c-{conn}")),
+            outbound,
+        }
+    }
+
+    /// A second surface's codec: counts its encodings.
+    struct Counting(AtomicU64);
+
+    static COUNTING: Counting = Counting(AtomicU64::new(0));
+
+    impl Codec for Counting {
+        fn name(&self) -> &'static str {
+            "counting"
+        }
+
+        fn publication(
+            &self,
+            _key: &ChannelKey,
+            _publication: &Publication,
+            position: &StreamPosition,
+        ) -> EncodedFrame {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            EncodedFrame::from_string(format!("publication {}", position.offset))
+        }
+
+        fn presence(&self, _key: &ChannelKey, kind: PresenceKind, member: &Member) -> EncodedFrame {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            EncodedFrame::from_string(format!("{kind:?} {}", member.presence_id))
+        }
+    }
+
+    #[test]
+    fn each_subscriber_gets_its_own_codec_encoded_once_per_delivery() {
+        let hub = Hub::new();
+        let key = ChannelKey::new("a", "ch", &Scope::Global, None).unwrap();
+        let mut native = Vec::new();
+        let mut counting = Vec::new();
+        for conn in 0..3 {
+            let (outbound, rx, _kick) = Outbound::new(16, &NATIVE);
+            hub.add(&key, sub(conn, outbound));
+            assert!(hub.go_live(&key, conn, 0, None));
+            native.push(rx);
+            let (outbound, rx, _kick) = Outbound::new(16, &COUNTING);
+            hub.add(&key, sub(10 + conn, outbound));
+            assert!(hub.go_live(&key, 10 + conn, 0, None));
+            counting.push(rx);
+        }
+        let position = StreamPosition {
+            epoch: "e".into(),
+            offset: 7,
+        };
+        assert_eq!(
+            hub.deliver_publication(key.id(), &publication(), &position),
+            6
+        );
+        assert_eq!(COUNTING.0.load(Ordering::Relaxed), 1, "encoded once");
+        for rx in &mut native {
+            assert_eq!(offset_of(&rx.try_recv().unwrap()), Some(7));
+        }
+        for rx in &mut counting {
+            assert_eq!(rx.try_recv().unwrap().as_str(), "publication 7");
+        }
+        let member = Member {
+            presence_id: "u".into(),
+            kind: SenderType::User,
+            joined_at: "0".into(),
+        };
+        hub.deliver_presence(key.id(), PresenceKind::Join, &member);
+        assert_eq!(COUNTING.0.load(Ordering::Relaxed), 2);
+        assert_eq!(counting[0].try_recv().unwrap().as_str(), "Join u");
+        let frame = native[0].try_recv().unwrap();
+        assert!(
+            frame.as_str().contains(r#""type":"presence:join""#),
+            "{}",
+            frame.as_str()
+        );
+    }
+
     fn offset_of(frame: &EncodedFrame) -> Option<u64> {
         let v: serde_json::Value = serde_json::from_str(frame.as_str()).unwrap();
         v["meta"]["offset"].as_u64()
@@ -337,8 +393,8 @@ mod tests {
     fn joining_subscriber_gets_reply_first_then_only_newer_frames() {
         let hub = Hub::new();
         let key = ChannelKey::new("a", "ch", &Scope::Global, None).unwrap();
-        let (outbound, mut rx, _kick) = Outbound::new(16);
-        hub.add(&key, Subscriber { conn: 1, outbound });
+        let (outbound, mut rx, _kick) = Outbound::new(16, &NATIVE);
+        hub.add(&key, sub(1, outbound));
         for offset in [4, 5] {
             let position = StreamPosition {
                 epoch: "e".into(),
@@ -367,8 +423,8 @@ mod tests {
     fn a_joiner_that_falls_too_far_behind_is_kicked() {
         let hub = Hub::new();
         let key = ChannelKey::new("a", "ch", &Scope::Global, None).unwrap();
-        let (outbound, _rx, kick) = Outbound::new(16);
-        hub.add(&key, Subscriber { conn: 1, outbound });
+        let (outbound, _rx, kick) = Outbound::new(16, &NATIVE);
+        hub.add(&key, sub(1, outbound));
         for offset in 0..=JOIN_BUFFER_LIMIT as u64 {
             let position = StreamPosition {
                 epoch: "e".into(),
@@ -384,25 +440,13 @@ mod tests {
         let hub = Hub::new();
         let key = ChannelKey::new("a", "ch", &Scope::Global, None).unwrap();
         let joining = |hub: &Hub| hub.shard(key.id()).read()[key.id()].joining;
-        let (outbound, mut rx, _kick) = Outbound::new(16);
+        let (outbound, mut rx, _kick) = Outbound::new(16, &NATIVE);
         // The same connection subscribing again replaces its entry.
-        hub.add(
-            &key,
-            Subscriber {
-                conn: 1,
-                outbound: outbound.clone(),
-            },
-        );
-        hub.add(&key, Subscriber { conn: 1, outbound });
+        hub.add(&key, sub(1, outbound.clone()));
+        hub.add(&key, sub(1, outbound));
         assert_eq!(joining(&hub), 1);
-        let (other, _other_rx, _) = Outbound::new(16);
-        hub.add(
-            &key,
-            Subscriber {
-                conn: 2,
-                outbound: other,
-            },
-        );
+        let (other, _other_rx, _) = Outbound::new(16, &NATIVE);
+        hub.add(&key, sub(2, other));
         assert_eq!(joining(&hub), 2);
         assert!(hub.remove(&key, 2));
         assert!(hub.go_live(&key, 1, 0, None));

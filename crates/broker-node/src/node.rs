@@ -1,26 +1,24 @@
 //! The node: the operations a gateway calls, over the hub, the backplane,
 //! history and presence chosen at start-up.
 
-use crate::backplane::{Backplane, BackplaneError, Idempotency, MemoryBackplane, Published};
+use crate::background::Background;
+use crate::backplane::{
+    Backplane, BackplaneError, BackplaneStats, Idempotency, MemoryBackplane, Published,
+};
 use crate::hub::Hub;
 use crate::key::{ChannelKey, KeyError};
-use crate::outbound::EncodedFrame;
-use crate::outbound::Subscriber;
+use crate::outbound::{ConnId, EncodedFrame, Subscriber};
 use crate::presence::{MemoryPresence, PresenceError, PresenceStore};
-use crate::redis::backplane::{BackplaneStats, RedisBackplane};
-use crate::redis::history::RedisHistory;
-use crate::redis::limits::RedisLimits;
-use crate::redis::presence::RedisPresence;
-use crate::redis::registry::{NodeInfo, Registry};
-use crate::redis::Redis;
+use async_trait::async_trait;
 use herald_history::{
-    HistoryError, HistoryRead, HistoryStore, MemoryHistory, Publication, Retention, Stored,
+    HistoryError, HistoryRead, HistoryStore, MemoryHistory, Publication, Retention, StoreError,
+    Stored,
 };
+use herald_protocol::api::NodeInfo;
 use herald_protocol::server::Member;
 use herald_protocol::StreamPosition;
 use herald_rate_limiter::SharedStore;
 use std::sync::atomic::{AtomicUsize, Ordering};
-
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +31,8 @@ pub enum NodeError {
     History(#[from] HistoryError),
     #[error(transparent)]
     Presence(#[from] PresenceError),
+    #[error("node registry failed: {0}")]
+    Registry(#[source] StoreError),
 }
 
 /// What a subscriber asks to be replayed when it joins.
@@ -45,6 +45,20 @@ pub enum Recovery {
     /// The publications of the last this-many milliseconds (Forge's
     /// `replaySeconds` on a first subscribe).
     Window(u64),
+}
+
+/// A subscription to set up.
+pub struct Join<'a> {
+    pub key: &'a ChannelKey,
+    pub subscriber: Subscriber,
+    /// The connection as a presence member; `None` where the app keeps no
+    /// presence.
+    pub member: Option<&'a Member>,
+    pub retention: Retention,
+    pub recovery: Recovery,
+    /// Publications replayed at most.
+    pub max_recovery: usize,
+    pub now_ms: u64,
 }
 
 /// What a subscriber learns when its subscription is in place.
@@ -70,15 +84,55 @@ pub struct NodeStats {
     pub slow_consumers: u64,
 }
 
-/// How a clustered node joins Redis.
-#[derive(Debug, Clone)]
-pub struct ClusterOptions {
-    /// `redis://...` or `redis-cluster://host:port,...`
-    pub redis_url: String,
-    /// How long a presence entry outlives its gateway's last refresh.
-    pub presence_ttl: std::time::Duration,
-    /// The address this gateway serves on, for the node registry.
-    pub address: String,
+/// The gateways of a cluster, as a store keeps them.
+#[async_trait]
+pub trait Membership: Send + Sync + 'static {
+    /// The gateways whose registration is current.
+    async fn nodes(&self) -> Result<Vec<NodeInfo>, StoreError>;
+    /// Removes this gateway's registration (its heartbeat is stopped first).
+    async fn deregister(&self);
+}
+
+/// What a node of a cluster has beyond a single node's parts.
+pub struct ClusterParts {
+    pub membership: Arc<dyn Membership>,
+    /// Where cluster-wide rate limits live.
+    pub limits: Arc<dyn SharedStore>,
+    /// The backplane's health counters.
+    pub stats: Arc<BackplaneStats>,
+}
+
+/// A node's parts, assembled by whoever chooses the stores: in memory for
+/// a single node ([`Parts::memory`]), `herald-redis` for a cluster.
+pub struct Parts {
+    pub hub: Arc<Hub>,
+    /// Open connections on this node (the gateway keeps it current; a
+    /// registry heartbeat reads it).
+    pub connections: Arc<AtomicUsize>,
+    pub backplane: Arc<dyn Backplane>,
+    pub history: Arc<dyn HistoryStore>,
+    pub presence: Arc<dyn PresenceStore>,
+    pub cluster: Option<ClusterParts>,
+    /// The adapters' background tasks, stopped in order on shutdown.
+    pub background: Background,
+}
+
+impl Parts {
+    /// Everything in memory: one node, no Redis, nothing else to start.
+    pub fn memory() -> Parts {
+        let hub = Arc::new(Hub::new());
+        let history = Arc::new(MemoryHistory::new());
+        let backplane = Arc::new(MemoryBackplane::new(Arc::clone(&hub), Arc::clone(&history)));
+        Parts {
+            presence: Arc::new(MemoryPresence::new(Arc::clone(&hub))),
+            hub,
+            connections: Arc::new(AtomicUsize::new(0)),
+            backplane,
+            history,
+            cluster: None,
+            background: Background::new(),
+        }
+    }
 }
 
 pub struct Node {
@@ -86,87 +140,42 @@ pub struct Node {
     started_at_ms: u64,
     /// Open connections on this node (the gateway keeps it current).
     pub connections: Arc<AtomicUsize>,
-    registry: Option<Arc<Registry>>,
-    redis_stats: Option<Arc<BackplaneStats>>,
-    shared_limits: Option<Arc<RedisLimits>>,
     hub: Arc<Hub>,
     backplane: Arc<dyn Backplane>,
     history: Arc<dyn HistoryStore>,
     presence: Arc<dyn PresenceStore>,
-    /// Set in embedded mode, where the node itself ages out idle streams
-    /// and idempotency keys.
-    memory: Option<(Arc<MemoryHistory>, Arc<MemoryBackplane>)>,
+    cluster: Option<ClusterParts>,
+    background: Background,
 }
 
 impl Node {
-    /// A single node with everything in memory: no Redis, nothing else to
-    /// start.
-    pub fn embedded(id: impl Into<String>) -> Arc<Node> {
-        let hub = Arc::new(Hub::new());
-        let history = Arc::new(MemoryHistory::new());
-        let backplane = Arc::new(MemoryBackplane::new(Arc::clone(&hub), Arc::clone(&history)));
+    /// A node made of `parts`.
+    pub fn new(id: impl Into<String>, parts: Parts) -> Arc<Node> {
         Arc::new(Node {
             id: id.into(),
-            started_at_ms: crate::now_ms(),
-            connections: Arc::new(AtomicUsize::new(0)),
-            registry: None,
-            redis_stats: None,
-            shared_limits: None,
-            presence: Arc::new(MemoryPresence::new(Arc::clone(&hub))),
-            hub,
-            backplane: Arc::clone(&backplane) as Arc<dyn Backplane>,
-            history: Arc::clone(&history) as Arc<dyn HistoryStore>,
-            memory: Some((history, backplane)),
+            started_at_ms: herald_protocol::now_ms(),
+            connections: parts.connections,
+            hub: parts.hub,
+            backplane: parts.backplane,
+            history: parts.history,
+            presence: parts.presence,
+            cluster: parts.cluster,
+            background: parts.background,
         })
     }
 
-    /// A node of a cluster: publications, history and presence go through
-    /// Redis, and the node registers itself there.
-    pub async fn clustered(
-        id: impl Into<String>,
-        options: ClusterOptions,
-    ) -> Result<Arc<Node>, NodeError> {
-        let id = id.into();
-        let redis = Arc::new(
-            Redis::connect(&options.redis_url)
-                .await
-                .map_err(BackplaneError::Unavailable)?,
-        );
-        let hub = Arc::new(Hub::new());
-        let backplane = RedisBackplane::start(Arc::clone(&redis), Arc::clone(&hub), &id).await;
-        let connections = Arc::new(AtomicUsize::new(0));
-        let started_at_ms = crate::now_ms();
-        let registry = Registry::start(
-            Arc::clone(&redis),
-            NodeInfo {
-                id: id.clone(),
-                address: options.address,
-                connections: 0,
-                started_at: started_at_ms.to_string(),
-            },
-            Arc::clone(&connections),
-        );
-        let shared_limits = Arc::new(RedisLimits::new(
-            Arc::clone(&redis),
-            Arc::clone(&registry.live),
-        ));
-        Ok(Arc::new(Node {
-            id,
-            started_at_ms,
-            connections,
-            shared_limits: Some(shared_limits),
-            registry: Some(registry),
-            redis_stats: Some(Arc::clone(&backplane.stats)),
-            presence: RedisPresence::start(Arc::clone(&redis), options.presence_ttl),
-            history: Arc::new(RedisHistory::new(redis)),
-            hub,
-            backplane,
-            memory: None,
-        }))
+    /// A single node with everything in memory.
+    pub fn embedded(id: impl Into<String>) -> Arc<Node> {
+        Node::new(id, Parts::memory())
     }
 
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// When the node started, epoch milliseconds.
+    pub fn started_at_ms(&self) -> u64 {
+        self.started_at_ms
     }
 
     /// Whether the node can serve: always in embedded mode; in a cluster,
@@ -177,11 +186,12 @@ impl Node {
 
     /// The live nodes of the cluster (this one alone in embedded mode).
     pub async fn nodes(&self, address: &str) -> Result<Vec<NodeInfo>, NodeError> {
-        match &self.registry {
-            Some(registry) => registry
-                .list()
+        match &self.cluster {
+            Some(cluster) => cluster
+                .membership
+                .nodes()
                 .await
-                .map_err(|e| BackplaneError::Unavailable(e).into()),
+                .map_err(NodeError::Registry),
             None => Ok(vec![NodeInfo {
                 id: self.id.clone(),
                 address: address.to_owned(),
@@ -191,23 +201,23 @@ impl Node {
         }
     }
 
-    /// Leaves the cluster's registry (on shutdown).
-    pub async fn deregister(&self) {
-        if let Some(registry) = &self.registry {
-            registry.deregister(&self.id).await;
+    /// Stops the adapters' background work, in order, then leaves the
+    /// cluster's registry (on shutdown).
+    pub async fn shutdown(&self) {
+        self.background.stop().await;
+        if let Some(cluster) = &self.cluster {
+            cluster.membership.deregister().await;
         }
     }
 
     /// Where cluster-wide rate limits live, in a cluster.
     pub fn shared_limits(&self) -> Option<Arc<dyn SharedStore>> {
-        self.shared_limits
-            .clone()
-            .map(|s| s as Arc<dyn SharedStore>)
+        self.cluster.as_ref().map(|c| Arc::clone(&c.limits))
     }
 
-    /// The Redis backplane's health counters, in a cluster.
+    /// The backplane's health counters, in a cluster.
     pub fn backplane_stats(&self) -> Option<&BackplaneStats> {
-        self.redis_stats.as_deref()
+        self.cluster.as_ref().map(|c| &*c.stats)
     }
 
     /// Subscribes a connection and queues its reply, made by `reply` from
@@ -219,23 +229,24 @@ impl Node {
     /// published meanwhile is lost or sent twice. Existing subscribers are
     /// told of the member (when it is new to the channel); the newcomer
     /// learns the members, itself included, from the outcome.
-    #[allow(clippy::too_many_arguments)]
     pub async fn subscribe(
         &self,
-        key: &ChannelKey,
-        subscriber: Subscriber,
-        conn_id: &str,
-        member: Option<&Member>,
-        retention: Retention,
-        recovery: Recovery,
-        max_recovery: usize,
-        now_ms: u64,
+        join: Join<'_>,
         reply: impl FnOnce(&SubscribeOutcome) -> Option<EncodedFrame>,
     ) -> Result<(), NodeError> {
-        let conn = subscriber.conn;
+        let Join {
+            key,
+            subscriber,
+            member,
+            retention,
+            recovery,
+            max_recovery,
+            now_ms,
+        } = join;
+        let conn = subscriber.conn.clone();
         let joined = async {
             if let Some(member) = member {
-                self.presence.join(key, member, conn_id).await?;
+                self.presence.join(key, member, conn.as_str()).await?;
             }
             if self.hub.add(key, subscriber) {
                 self.backplane.subscribe(key).await?;
@@ -257,13 +268,13 @@ impl Node {
         match joined.await {
             Ok(outcome) => {
                 self.hub
-                    .go_live(key, conn, outcome.position.offset, reply(&outcome));
+                    .go_live(key, conn.local(), outcome.position.offset, reply(&outcome));
                 Ok(())
             }
             Err(e) => {
                 // Leave no half subscription behind.
                 let presence_id = member.map(|m| m.presence_id.as_str());
-                let _ = self.unsubscribe(key, conn, conn_id, presence_id).await;
+                let _ = self.unsubscribe(key, &conn, presence_id).await;
                 Err(e)
             }
         }
@@ -344,21 +355,20 @@ impl Node {
     pub async fn unsubscribe(
         &self,
         key: &ChannelKey,
-        conn: u64,
-        conn_id: &str,
+        conn: &ConnId,
         presence_id: Option<&str>,
     ) -> Result<(), NodeError> {
-        if self.hub.remove(key, conn) {
+        if self.hub.remove(key, conn.local()) {
             self.backplane.unsubscribe(key).await?;
         }
         if let Some(presence_id) = presence_id {
-            self.presence.leave(key, presence_id, conn_id).await?;
+            self.presence.leave(key, presence_id, conn.as_str()).await?;
         }
         Ok(())
     }
 
-    pub fn is_subscribed(&self, key: &ChannelKey, conn: u64) -> bool {
-        self.hub.is_subscribed(key, conn)
+    pub fn is_subscribed(&self, key: &ChannelKey, conn: &ConnId) -> bool {
+        self.hub.is_subscribed(key, conn.local())
     }
 
     pub async fn publish(
@@ -393,12 +403,10 @@ impl Node {
             .await?)
     }
 
-    /// Periodic upkeep: ages out idle in-memory streams.
+    /// Periodic upkeep: ages out idle in-memory streams and idempotency
+    /// keys (stores that expire their own, as Redis does, do nothing).
     pub fn maintain(&self, now_ms: u64) {
-        if let Some((history, backplane)) = &self.memory {
-            history.sweep(now_ms);
-            backplane.sweep(now_ms);
-        }
+        self.backplane.sweep(now_ms);
     }
 
     pub fn stats(&self) -> NodeStats {
@@ -414,6 +422,7 @@ impl Node {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::NATIVE;
     use crate::key::Scope;
     use crate::outbound::Outbound;
     use herald_protocol::server::SenderType;
@@ -428,6 +437,27 @@ mod tests {
         }
     }
 
+    fn joining<'a>(
+        key: &'a ChannelKey,
+        conn: u64,
+        outbound: Outbound,
+        m: &'a Member,
+        recovery: Recovery,
+    ) -> Join<'a> {
+        Join {
+            key,
+            subscriber: Subscriber {
+                conn: ConnId::new(conn, format!("c-{conn}")),
+                outbound,
+            },
+            member: Some(m),
+            retention: KEEP,
+            recovery,
+            max_recovery: 1000,
+            now_ms: 0,
+        }
+    }
+
     async fn join(
         node: &Node,
         key: &ChannelKey,
@@ -436,20 +466,9 @@ mod tests {
         m: &Member,
         recovery: Recovery,
     ) {
-        let sub = Subscriber { conn, outbound };
-        node.subscribe(
-            key,
-            sub,
-            &format!("c-{conn}"),
-            Some(m),
-            KEEP,
-            recovery,
-            1000,
-            0,
-            |_| None,
-        )
-        .await
-        .unwrap();
+        node.subscribe(joining(key, conn, outbound, m, recovery), |_| None)
+            .await
+            .unwrap();
     }
 
     const KEEP: Retention = Retention {
@@ -473,7 +492,7 @@ mod tests {
     async fn publish_reaches_subscriber_in_order_with_offsets() {
         let node = Node::embedded("n1");
         let key = ChannelKey::new("a", "ch", &Scope::Global, None).unwrap();
-        let (outbound, mut rx, _kick) = Outbound::new(16);
+        let (outbound, mut rx, _kick) = Outbound::new(16, &NATIVE);
         join(&node, &key, 1, outbound, &member("u"), Recovery::None).await;
         for n in 1..=3 {
             let p = node
@@ -514,8 +533,8 @@ mod tests {
     async fn full_queue_kicks_only_the_slow_subscriber() {
         let node = Node::embedded("n1");
         let key = ChannelKey::new("a", "ch", &Scope::Global, None).unwrap();
-        let (slow, _slow_rx, slow_kick) = Outbound::new(2);
-        let (fast, mut fast_rx, fast_kick) = Outbound::new(64);
+        let (slow, _slow_rx, slow_kick) = Outbound::new(2, &NATIVE);
+        let (fast, mut fast_rx, fast_kick) = Outbound::new(64, &NATIVE);
         join(&node, &key, 1, slow, &member("a"), Recovery::None).await;
         join(&node, &key, 2, fast, &member("b"), Recovery::None).await;
         while fast_rx.try_recv().is_some() {}
@@ -536,24 +555,14 @@ mod tests {
 
     /// Subscribes with `since` and returns what the reply would be made of.
     async fn recover(node: &Node, key: &ChannelKey, since: StreamPosition) -> SubscribeOutcome {
-        let (outbound, _rx, _kick) = Outbound::new(16);
+        let (outbound, _rx, _kick) = Outbound::new(16, &NATIVE);
         let mut seen = None;
-        let sub = Subscriber { conn: 1, outbound };
         let m = member("u");
-        node.subscribe(
-            key,
-            sub,
-            "c-1",
-            Some(&m),
-            KEEP,
-            Recovery::Since(since),
-            1000,
-            0,
-            |o| {
-                seen = Some(o.clone());
-                None
-            },
-        )
+        let join = joining(key, 1, outbound, &m, Recovery::Since(since));
+        node.subscribe(join, |o| {
+            seen = Some(o.clone());
+            None
+        })
         .await
         .unwrap();
         seen.unwrap()

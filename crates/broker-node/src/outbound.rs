@@ -1,23 +1,21 @@
 //! How the node reaches a connection.
 
+use crate::codec::CodecRef;
 use bytes::Bytes;
-use herald_protocol::server::{DisconnectReason, ServerFrame};
+use herald_protocol::server::DisconnectReason;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-/// A server frame already encoded as JSON text, shared by every connection
-/// it is queued to. Always valid UTF-8: it can only be made from a `String`.
+/// A frame already encoded by a connection's codec, shared by every
+/// connection of that codec it is queued to. Always valid UTF-8: it can only
+/// be made from a `String`.
 #[derive(Debug, Clone)]
 pub struct EncodedFrame(Bytes);
 
 impl EncodedFrame {
-    pub fn encode(frame: &ServerFrame) -> Self {
-        EncodedFrame(Bytes::from(frame.to_json()))
-    }
-
     pub fn from_string(text: String) -> Self {
         EncodedFrame(Bytes::from(text))
     }
@@ -73,10 +71,11 @@ impl Kick {
 /// a 32-slot block per channel up front (~1 KB for every idle connection);
 /// this queue allocates nothing until a frame is queued and gives back a
 /// grown buffer once it drains.
-#[derive(Debug)]
 struct Queue {
     state: Mutex<QueueState>,
     capacity: usize,
+    /// How the connection's surface writes deliveries.
+    codec: CodecRef,
     /// Wakes the receiver when a frame is queued or the last sender goes.
     filled: Notify,
     /// Wakes a waiting `send` when the receiver freed a full queue or went
@@ -134,7 +133,6 @@ impl Queue {
 }
 
 /// The receiving end of a connection's queue, drained by its writer.
-#[derive(Debug)]
 pub struct Receiver {
     queue: Arc<Queue>,
 }
@@ -172,8 +170,8 @@ impl Drop for Receiver {
     }
 }
 
-/// The sending side of a connection: its bounded queue and its kick.
-#[derive(Debug)]
+/// The sending side of a connection: its bounded queue, its codec and its
+/// kick.
 pub struct Outbound {
     queue: Arc<Queue>,
     kick: Arc<Kick>,
@@ -209,11 +207,13 @@ pub enum Offer {
 }
 
 impl Outbound {
-    /// A connection's outbound side and the receiving end its writer drains.
-    pub fn new(capacity: usize) -> (Outbound, Receiver, Arc<Kick>) {
+    /// A connection's outbound side and the receiving end its writer drains;
+    /// deliveries are written by `codec`.
+    pub fn new(capacity: usize, codec: CodecRef) -> (Outbound, Receiver, Arc<Kick>) {
         let queue = Arc::new(Queue {
             state: Mutex::new(QueueState::default()),
             capacity: capacity.max(1),
+            codec,
             filled: Notify::new(),
             drained: Notify::new(),
             senders: AtomicUsize::new(1),
@@ -273,19 +273,57 @@ impl Outbound {
     pub fn kick(&self) -> &Kick {
         &self.kick
     }
+
+    /// The codec of the connection's surface.
+    pub fn codec(&self) -> CodecRef {
+        self.queue.codec
+    }
+}
+
+/// A connection's identity: a node-local number, which indexes it in the
+/// hub, and a cluster-wide unique id, which names it in presence and logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnId {
+    local: u64,
+    id: Arc<str>,
+}
+
+impl ConnId {
+    pub fn new(local: u64, id: impl Into<Arc<str>>) -> Self {
+        ConnId {
+            local,
+            id: id.into(),
+        }
+    }
+
+    /// The node-local number.
+    pub fn local(&self) -> u64 {
+        self.local
+    }
+
+    /// The cluster-wide id (`c-<16 hex digits>` for Herald's surfaces).
+    pub fn as_str(&self) -> &str {
+        &self.id
+    }
+}
+
+impl std::fmt::Display for ConnId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.id)
+    }
 }
 
 /// A connection subscribed to a channel.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Subscriber {
-    /// Node-local connection number.
-    pub conn: u64,
+    pub conn: ConnId,
     pub outbound: Outbound,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::NATIVE;
     use std::time::Duration;
 
     fn frame(text: &str) -> EncodedFrame {
@@ -294,7 +332,7 @@ mod tests {
 
     #[tokio::test]
     async fn frames_arrive_in_order_and_the_end_is_seen_after_the_last() {
-        let (outbound, mut rx, _kick) = Outbound::new(8);
+        let (outbound, mut rx, _kick) = Outbound::new(8, &NATIVE);
         let hub_side = outbound.clone();
         assert_eq!(outbound.offer(frame("a")), Offer::Queued);
         assert_eq!(hub_side.offer(frame("b")), Offer::Queued);
@@ -307,7 +345,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_waiting_receiver_is_woken_by_an_offer_from_another_task() {
-        let (outbound, mut rx, _kick) = Outbound::new(8);
+        let (outbound, mut rx, _kick) = Outbound::new(8, &NATIVE);
         let waiter = tokio::spawn(async move { rx.recv().await.map(|f| f.as_str().to_owned()) });
         tokio::time::sleep(Duration::from_millis(20)).await;
         outbound.offer(frame("late"));
@@ -317,7 +355,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_queue_kicks_a_slow_consumer_once() {
-        let (outbound, _rx, kick) = Outbound::new(2);
+        let (outbound, _rx, kick) = Outbound::new(2, &NATIVE);
         assert_eq!(outbound.offer(frame("1")), Offer::Queued);
         assert_eq!(outbound.offer(frame("2")), Offer::Queued);
         assert_eq!(outbound.offer(frame("3")), Offer::SlowConsumer);
@@ -327,7 +365,7 @@ mod tests {
 
     #[tokio::test]
     async fn send_waits_for_room_instead_of_kicking() {
-        let (outbound, mut rx, kick) = Outbound::new(1);
+        let (outbound, mut rx, kick) = Outbound::new(1, &NATIVE);
         assert_eq!(outbound.offer(frame("event")), Offer::Queued);
         let sender = outbound.clone();
         let reply = tokio::spawn(async move { sender.send(frame("reply")).await });
@@ -342,7 +380,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_gone_receiver_closes_the_queue_and_releases_waiting_senders() {
-        let (outbound, rx, _kick) = Outbound::new(1);
+        let (outbound, rx, _kick) = Outbound::new(1, &NATIVE);
         outbound.offer(frame("x"));
         let sender = outbound.clone();
         let waiting = tokio::spawn(async move { sender.send(frame("y")).await });
@@ -355,7 +393,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_drained_queue_gives_back_a_grown_buffer() {
-        let (outbound, mut rx, _kick) = Outbound::new(1000);
+        let (outbound, mut rx, _kick) = Outbound::new(1000, &NATIVE);
         for i in 0..500 {
             outbound.offer(frame(&i.to_string()));
         }

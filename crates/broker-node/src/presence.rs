@@ -18,8 +18,9 @@ use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PresenceError {
-    #[error("presence backend unavailable: {0}")]
-    Unavailable(String),
+    /// The store failed; its own error says how.
+    #[error("presence store failed: {0}")]
+    Store(#[source] herald_history::StoreError),
 }
 
 #[async_trait]

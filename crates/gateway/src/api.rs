@@ -1,17 +1,18 @@
 //! The server API (`/api/v1/...`): what app backends call with an API key.
 
 use crate::auth::{sign_channel_token, App, Identity};
-use crate::realtime::{self, charge, error, ChannelSpec, Operation};
-use crate::state::{now_ms, AppState};
+use crate::edge::{refusal, set_header, Credentials};
+use crate::realtime::{self, charge, error, ChannelSpec, Operation, Outgoing};
+use crate::state::AppState;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use herald_protocol::api::{PublishRequest, PublishResult, TokenRequest, TokenResult};
-use herald_protocol::{ErrorBody, ErrorCode};
+use herald_protocol::api::{NodeInfo, PublishRequest, PublishResult, TokenRequest, TokenResult};
+use herald_protocol::{now_ms, ErrorBody, ErrorCode};
 use herald_rate_limiter::Decision;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -27,18 +28,6 @@ pub fn routes() -> Router<Arc<AppState>> {
             "/api/v1/expressions/evaluate",
             post(crate::expressions::evaluate),
         )
-}
-
-/// The API key of a request: `Authorization: Bearer <key>` or `X-API-Key`.
-pub fn api_key(headers: &HeaderMap) -> Option<&str> {
-    if let Some(v) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
-        return Some(v.trim());
-    }
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
 }
 
 /// A failed call: the error and the HTTP status it is answered with.
@@ -69,12 +58,6 @@ pub(crate) fn for_app(app: &App) -> impl Fn(ErrorBody) -> ApiError + '_ {
     }
 }
 
-fn set_header(response: &mut Response, name: &'static str, value: u64) {
-    if let Ok(v) = HeaderValue::from_str(&value.to_string()) {
-        response.headers_mut().insert(name, v);
-    }
-}
-
 /// `X-RateLimit-*` headers of an allowed call.
 fn with_limit(mut response: Response, decision: Option<Decision>) -> Response {
     if let Some(d) = decision.filter(|d| d.limit != u32::MAX) {
@@ -101,18 +84,12 @@ impl ApiError {
         shape: fn(ErrorBody) -> T,
     ) -> Response {
         state.metrics.error(self.error.code);
-        let retry = self.error.retry_after_ms;
-        let mut response = (self.status, Json(shape(self.error))).into_response();
-        if let Some(ms) = retry {
-            let secs = ms.div_ceil(1000).max(1);
-            set_header(&mut response, "retry-after", secs);
-            set_header(&mut response, "x-ratelimit-remaining", 0);
-            set_header(&mut response, "x-ratelimit-reset", secs);
-            if let Some(limit) = self.limit {
-                set_header(&mut response, "x-ratelimit-limit", u64::from(limit));
-            }
-        }
-        response
+        refusal(
+            self.status,
+            &self.error.clone(),
+            self.limit,
+            shape(self.error),
+        )
     }
 }
 
@@ -132,8 +109,11 @@ fn token_failure(error: ErrorBody) -> TokenResult {
     }
 }
 
+/// The app whose API key the call carries (`Authorization: Bearer` or
+/// `X-API-Key`, read by [`Credentials`]).
 pub(crate) fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Arc<App>, ApiError> {
-    api_key(headers)
+    Credentials::from_headers(headers)
+        .server_key()
         .and_then(|k| state.apps.by_api_key(k))
         .cloned()
         .ok_or_else(|| ApiError {
@@ -224,12 +204,12 @@ async fn try_publish(
     let (key, decision) = realtime::resolve(state, &app, &spec, Operation::Publish)
         .await
         .map_err(for_app(&app))?;
-    let accepted = realtime::publish(
+    let accepted = realtime::publish::publish(
         state,
         &app,
         &Identity::System,
         &key,
-        realtime::Outgoing {
+        Outgoing {
             event: req.event,
             payload: Arc::from(req.payload),
             idempotency_key: req.options.idempotency_key.as_deref(),
@@ -293,7 +273,7 @@ async fn try_token(
 async fn nodes(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     #[derive(Serialize)]
     struct Nodes {
-        nodes: Vec<herald_broker_node::NodeInfo>,
+        nodes: Vec<NodeInfo>,
         errors: Vec<ErrorBody>,
     }
     let failed = |error| Nodes {

@@ -6,23 +6,11 @@
 //! - `herald check-config`: load and check a configuration file.
 //! - `herald expr check|eval`: the filter-expression playground.
 //!
-//! The gateway's parts: [`config`] (one typed configuration), [`auth`]
-//! (user JWTs, API keys, channel tokens), [`realtime`] (the operations both
-//! surfaces share), [`ws`] (the native WebSocket protocol), [`api`] (the
-//! server API), [`metrics`], and [`server`] (routes, start-up, shutdown).
-
-mod api;
-mod auth;
-mod config;
-mod expressions;
-mod metrics;
-mod realtime;
-mod server;
-mod state;
-mod ws;
+//! The gateway itself is the `herald_gateway` library (`lib.rs`).
 
 use clap::{Parser, Subcommand};
-use config::{Config, LogFormat, Overrides};
+use herald_gateway::config::{self, Config, LogFormat, Overrides};
+use herald_gateway::{auth, server};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;

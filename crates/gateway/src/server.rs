@@ -2,23 +2,30 @@
 
 use crate::api;
 use crate::config::Config;
-use crate::state::{now_ms, AppState};
+use crate::edge;
+use crate::state::AppState;
 use crate::ws;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::serve::ListenerExt;
-use axum::Router;
-use herald_broker_node::{ClusterOptions, Node};
+use axum::{middleware, Router};
+use herald_broker_node::Node;
+use herald_protocol::now_ms;
+use herald_redis::ClusterOptions;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
 pub fn router(state: Arc<AppState>) -> Router {
     let body_limit = api::body_limit(&state);
+    // Every client surface's upgrade goes through the same admission.
+    let upgrades = Router::new().route("/v1/ws", get(ws::upgrade)).route_layer(
+        middleware::from_fn_with_state(Arc::clone(&state), edge::admit),
+    );
     Router::new()
-        .route("/v1/ws", get(ws::upgrade))
+        .merge(upgrades)
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
@@ -75,9 +82,10 @@ impl Server {
                     presence_ttl: Duration::from_secs(config.presence_ttl_seconds),
                     address: address.clone(),
                 };
-                let node = Node::clustered(node_id, options)
+                let parts = herald_redis::cluster_parts(&node_id, options)
                     .await
                     .map_err(|e| e.to_string())?;
+                let node = Node::new(node_id, parts);
                 // Serve once the backplane has proved it delivers, or say
                 // why not.
                 let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -149,7 +157,7 @@ impl Server {
             );
         }
         upkeep.abort();
-        state.node.deregister().await;
+        state.node.shutdown().await;
         tracing::info!("stopped");
         Ok(())
     }

@@ -9,7 +9,8 @@
 //! mean anything.
 //!
 //! [`HistoryStore`] is the seam; [`MemoryHistory`] serves the embedded,
-//! single-node mode. The Redis Streams implementation is to come.
+//! single-node mode, and `herald-redis` keeps streams in Redis for a
+//! cluster.
 
 mod memory;
 
@@ -96,10 +97,19 @@ pub struct HistoryRead {
     pub complete: bool,
 }
 
+/// An error a store's own error type converts into.
+pub type StoreError = Box<dyn std::error::Error + Send + Sync>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum HistoryError {
-    #[error("history backend unavailable: {0}")]
-    Unavailable(String),
+    /// The store failed; its own error says how.
+    #[error("history store failed: {0}")]
+    Store(#[source] StoreError),
+}
+
+/// A random epoch, for a stream that starts.
+pub fn new_epoch() -> String {
+    format!("{:08x}", rand::random::<u32>())
 }
 
 #[async_trait]

@@ -1,6 +1,6 @@
 //! In-process history for the embedded mode.
 
-use crate::{HistoryError, HistoryRead, HistoryStore, Publication, Retention, Stored};
+use crate::{new_epoch, HistoryError, HistoryRead, HistoryStore, Publication, Retention, Stored};
 use async_trait::async_trait;
 use herald_protocol::StreamPosition;
 use parking_lot::Mutex;
@@ -60,10 +60,6 @@ impl Stream {
     fn expired(&self, now_ms: u64) -> bool {
         now_ms.saturating_sub(self.touched_ms) >= self.retention.ttl.as_millis() as u64
     }
-}
-
-fn new_epoch() -> String {
-    format!("{:08x}", rand::random::<u32>())
 }
 
 impl Default for MemoryHistory {

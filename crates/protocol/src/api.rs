@@ -61,3 +61,14 @@ pub struct TokenResult {
     pub expires_at: Option<u64>,
     pub errors: Vec<ErrorBody>,
 }
+
+/// One gateway, as `GET /api/v1/nodes` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeInfo {
+    pub id: String,
+    pub address: String,
+    pub connections: usize,
+    /// Epoch milliseconds.
+    pub started_at: String,
+}

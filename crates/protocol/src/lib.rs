@@ -31,3 +31,12 @@ pub struct StreamPosition {
 pub fn timestamp_string(millis: u64) -> String {
     millis.to_string()
 }
+
+/// Wall-clock milliseconds since the Unix epoch (0 if the clock is before
+/// it): the clock of every timestamp on the wire.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -2,19 +2,19 @@
 //! requests in order, and a writer task that drains the connection's bounded
 //! queue to the socket in batches and sends pings.
 
-use super::session::Session;
+use super::codec;
 use crate::auth::{App, Identity};
-use crate::realtime::rate_limited;
+use crate::realtime::{FloodGate, Gate, Session};
 use crate::state::AppState;
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
+use herald_broker_node::codec::Native;
 use herald_broker_node::outbound::Kick;
-use herald_broker_node::{EncodedFrame, Outbound, Receiver};
+use herald_broker_node::{ConnId, EncodedFrame, Outbound, Receiver, NATIVE};
 use herald_protocol::client;
 use herald_protocol::server::{Connected, DisconnectReason, ServerFrame};
 use herald_protocol::{ErrorBody, ErrorCode};
-use herald_rate_limiter::{Cell, Decision, Limit};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use std::sync::Arc;
@@ -35,9 +35,11 @@ const WRITE_BATCH: usize = 64;
 const FAREWELL_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub async fn run(state: Arc<AppState>, app: Arc<App>, identity: Identity, ws: Socket) {
-    let conn = state.next_conn();
-    let conn_id = format!("c-{:016x}", rand::random::<u64>());
-    let span = tracing::info_span!("connection", connection_id = %conn_id, app = app.id());
+    let conn = ConnId::new(
+        state.next_conn(),
+        format!("c-{:016x}", rand::random::<u64>()),
+    );
+    let span = tracing::info_span!("connection", connection_id = %conn, app = app.id());
     async move {
         state.metrics.connections.inc();
         state
@@ -47,13 +49,13 @@ pub async fn run(state: Arc<AppState>, app: Arc<App>, identity: Identity, ws: So
         state.metrics.connections_total.inc();
         tracing::debug!(sender = ?identity.sender_type(), "connected");
 
-        let (outbound, rx, kick) = Outbound::new(state.config.outbound_queue_frames);
+        let (outbound, rx, kick) = Outbound::new(state.config.outbound_queue_frames, &NATIVE);
         let hello = ServerFrame::Connected(Connected {
-            connection_id: conn_id.clone(),
+            connection_id: conn.as_str().to_owned(),
             node: state.node.id().to_owned(),
             ping_interval: state.config.ping_interval_ms,
         });
-        outbound.offer(EncodedFrame::encode(&hello));
+        outbound.offer(Native::encode(&hello));
 
         let (sink, stream) = ws.split();
         let ping_every = Duration::from_millis(state.config.ping_interval_ms);
@@ -66,7 +68,7 @@ pub async fn run(state: Arc<AppState>, app: Arc<App>, identity: Identity, ws: So
             write_delay,
         ));
 
-        let mut session = Session::new(Arc::clone(&state), app, identity, conn, conn_id, outbound);
+        let mut session = Session::new(Arc::clone(&state), app, identity, conn, outbound, "ws");
         let mut writer_done = false;
         read_loop(
             &state,
@@ -109,12 +111,7 @@ async fn read_loop(
     writer_done: &mut bool,
 ) {
     let liveness = Duration::from_millis(state.config.ping_interval_ms * 2 + 1000);
-    let frames = Cell::new(Limit {
-        per_second: state.config.connection_frames_per_second,
-        burst: state.config.connection_frames_burst.max(1),
-    });
-    // Frames refused in a row; a client that keeps flooding is closed.
-    let mut refused_in_a_row = 0u32;
+    let mut flood = FloodGate::new(state);
     loop {
         let expiry = session.expiry();
         let frame = tokio::select! {
@@ -139,39 +136,21 @@ async fn read_loop(
                 return;
             }
             Ok(None) => return,
-            Ok(Some(Ok(message))) if counts_toward_limit(&message) && frames.is_some() => {
-                let decision = frames
-                    .as_ref()
-                    .map(Cell::check)
-                    .unwrap_or(Decision::UNLIMITED);
-                state
-                    .metrics
-                    .ratelimit_checks
-                    .with_label_values(&["frames"])
-                    .inc();
-                if decision.allowed {
-                    refused_in_a_row = 0;
-                    Box::pin(handle_message(session, message)).await;
-                    continue;
-                }
-                refused_in_a_row += 1;
-                state
-                    .metrics
-                    .ratelimit_rejections
-                    .with_label_values(&["frames", session.app_id()])
-                    .inc();
-                if refused_in_a_row > state.config.flood_disconnect_after {
-                    kick.kick(DisconnectReason::Flood);
-                    return;
-                }
-                if refused_in_a_row == 1 {
-                    // Told once per streak: answering every flooded frame
-                    // would only flood the other way.
-                    let id = match &message {
-                        Message::Text(t) => client::salvage_id(t.as_str()),
-                        _ => None,
-                    };
-                    Box::pin(session.answer_error(id, None, rate_limited(decision))).await;
+            Ok(Some(Ok(message))) if counts_toward_limit(&message) => {
+                match flood.check(state, session.app_id()) {
+                    Gate::Pass => Box::pin(handle_message(session, message)).await,
+                    Gate::Refuse(e) => {
+                        let id = match &message {
+                            Message::Text(t) => client::salvage_id(t.as_str()),
+                            _ => None,
+                        };
+                        Box::pin(codec::answer_error(session, id, None, e)).await;
+                    }
+                    Gate::Drop => {}
+                    Gate::Disconnect => {
+                        kick.kick(DisconnectReason::Flood);
+                        return;
+                    }
                 }
             }
             Ok(Some(Ok(Message::Close(_)))) => return,
@@ -195,13 +174,13 @@ fn counts_toward_limit(message: &Message) -> bool {
 
 async fn handle_message(session: &mut Session, message: Message) {
     match message {
-        Message::Text(text) => session.handle_text(text.as_str()).await,
+        Message::Text(text) => codec::handle_text(session, text.as_str()).await,
         Message::Binary(_) => {
             let e = ErrorBody::new(
                 ErrorCode::RealtimeInvalidChannelRequest,
                 "binary frames are not supported; send JSON text frames",
             );
-            session.answer_error(None, None, e).await;
+            codec::answer_error(session, None, None, e).await;
         }
         Message::Ping(_) | Message::Pong(_) | Message::Frame(_) | Message::Close(_) => {}
     }
@@ -267,7 +246,7 @@ async fn write_loop(
                     sink.feed(text(frame)).await?;
                 }
             }
-            let frame = EncodedFrame::encode(&ServerFrame::Disconnect(reason.frame()));
+            let frame = Native::encode(&ServerFrame::Disconnect(reason.frame()));
             sink.feed(text(frame)).await?;
             sink.send(Message::Close(Some(CloseFrame {
                 code: CloseCode::from(reason.code()),

@@ -1,83 +1,29 @@
 //! The native WebSocket endpoint, `GET /v1/ws`.
 //!
-//! Credentials are checked before the upgrade: a bad or expired token is
-//! answered with HTTP 401 and a JSON error, never accepted and dropped.
+//! Credentials are checked before the upgrade (by [`crate::edge::admit`]):
+//! a bad or expired token is answered with HTTP 401 and a JSON error, never
+//! accepted and dropped. `connection.rs` is the transport (reader, writer,
+//! liveness); `codec.rs` turns frames into realtime operations and their
+//! outcomes into frames.
 //! The upgrade itself is done here on hyper and tokio-tungstenite, so that
 //! encoded frames go to the socket without another copy.
 
+mod codec;
 mod connection;
-mod session;
 
-use crate::auth::{verify_user_token, App, Identity};
+use crate::edge::{refuse_connection, Admitted};
 use crate::state::AppState;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Query, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::Extension;
 use herald_protocol::{ErrorBody, ErrorCode};
 use hyper_util::rt::TokioIo;
-use serde::Deserialize;
-use serde_json::json;
-use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ConnectParams {
-    token: Option<String>,
-    api_key: Option<String>,
-    /// The app of an anonymous connection (optional when only one app is
-    /// configured).
-    app: Option<String>,
-}
-
-fn refuse(state: &AppState, status: StatusCode, error: ErrorBody) -> Response {
-    state
-        .metrics
-        .connections_refused
-        .with_label_values(&[error.code.as_str()])
-        .inc();
-    (status, Json(json!({ "error": error }))).into_response()
-}
-
-/// Authenticates a connection: user JWT, then API key, then anonymous.
-fn authenticate(
-    state: &AppState,
-    params: &ConnectParams,
-    headers: &HeaderMap,
-) -> Result<(Arc<App>, Identity), ErrorBody> {
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    if let Some(token) = params.token.as_deref().or(bearer) {
-        return verify_user_token(&state.apps, token);
-    }
-    let key = params
-        .api_key
-        .as_deref()
-        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()));
-    if let Some(key) = key {
-        return state
-            .apps
-            .by_api_key(key)
-            .map(|app| (Arc::clone(app), Identity::System))
-            .ok_or_else(|| ErrorBody::new(ErrorCode::Unauthorized, ""));
-    }
-    let app = match params.app.as_deref() {
-        Some(id) => state.apps.get(id),
-        None => state.apps.only(),
-    };
-    match app {
-        Some(app) if app.config.allow_anonymous => Ok((Arc::clone(app), Identity::Anonymous)),
-        _ => Err(ErrorBody::new(ErrorCode::Unauthorized, "")),
-    }
-}
 
 fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
     let has = |name: header::HeaderName, token: &str| {
@@ -94,57 +40,14 @@ fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
             .is_some_and(|v| v == "13")
 }
 
-/// The client's address: the peer, or the first `X-Forwarded-For` entry
-/// when the gateway is told to trust it.
-fn client_ip(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
-    if state.config.trust_forwarded_for {
-        let forwarded = headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .and_then(|ip| ip.trim().parse().ok());
-        if let Some(ip) = forwarded {
-            return ip;
-        }
-    }
-    peer.ip()
-}
-
+/// The upgrade, for a connection [`crate::edge::admit`] let in.
 pub async fn upgrade(
     State(state): State<Arc<AppState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Query(params): Query<ConnectParams>,
+    Extension(admitted): Extension<Admitted>,
     headers: HeaderMap,
     mut request: Request,
 ) -> Response {
-    if state.shutdown.is_cancelled() {
-        let e = ErrorBody::new(ErrorCode::InternalError, "server is shutting down");
-        return refuse(&state, StatusCode::SERVICE_UNAVAILABLE, e);
-    }
-    state
-        .metrics
-        .ratelimit_checks
-        .with_label_values(&["connections"])
-        .inc();
-    if let Some(wait) = state.connects.check(&client_ip(&state, peer, &headers)) {
-        state
-            .metrics
-            .ratelimit_rejections
-            .with_label_values(&["connections", "-"])
-            .inc();
-        let mut e = ErrorBody::new(ErrorCode::RateLimitExceeded, "");
-        let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
-        e.retry_after_ms = Some(wait.as_millis().max(1) as u64);
-        let mut response = refuse(&state, StatusCode::TOO_MANY_REQUESTS, e);
-        if let Ok(v) = secs.to_string().parse() {
-            response.headers_mut().insert(header::RETRY_AFTER, v);
-        }
-        return response;
-    }
-    let (app, identity) = match authenticate(&state, &params, &headers) {
-        Ok(found) => found,
-        Err(e) => return refuse(&state, StatusCode::UNAUTHORIZED, e),
-    };
+    let Admitted { app, identity, .. } = admitted;
     let key = match headers.get(header::SEC_WEBSOCKET_KEY) {
         Some(key) if is_websocket_upgrade(&headers) => key.clone(),
         _ => {
@@ -152,7 +55,7 @@ pub async fn upgrade(
                 ErrorCode::RealtimeInvalidChannelRequest,
                 "expected a WebSocket upgrade (version 13)",
             );
-            return refuse(&state, StatusCode::BAD_REQUEST, e);
+            return refuse_connection(&state, StatusCode::BAD_REQUEST, e);
         }
     };
     let on_upgrade = hyper::upgrade::on(&mut request);

@@ -1,11 +1,11 @@
 //! Stream positions and reads on Redis (`lua/position.lua`, `lua/read.lua`).
 //! Appends happen in the publish script of the backplane.
 
-use super::{keys, new_epoch, Redis};
+use crate::{keys, Redis, RedisError};
 use async_trait::async_trait;
 use fred::prelude::Value;
 use herald_history::{
-    covers_all, HistoryError, HistoryRead, HistoryStore, Publication, Retention, Stored,
+    covers_all, new_epoch, HistoryError, HistoryRead, HistoryStore, Publication, Retention, Stored,
 };
 use herald_protocol::StreamPosition;
 use std::sync::Arc;
@@ -18,10 +18,6 @@ impl RedisHistory {
     pub fn new(redis: Arc<Redis>) -> Self {
         RedisHistory { redis }
     }
-}
-
-fn unavailable(e: String) -> HistoryError {
-    HistoryError::Unavailable(e)
 }
 
 #[async_trait]
@@ -42,8 +38,7 @@ impl HistoryStore for RedisHistory {
                     (retention.ttl.as_millis().max(1) as i64).into(),
                 ],
             )
-            .await
-            .map_err(unavailable)?;
+            .await?;
         Ok(StreamPosition { epoch, offset })
     }
 
@@ -69,11 +64,10 @@ impl HistoryStore for RedisHistory {
                     (oldest as i64).into(),
                 ],
             )
-            .await
-            .map_err(unavailable)?;
+            .await?;
         let mut values = reply.into_iter();
         let epoch = values.next().and_then(|v| v.into_string());
-        let top = values.next().and_then(|v| v.as_u64()).unwrap_or(0);
+        let top = values.next().map(|v| v.as_u64());
         let Some(epoch) = epoch else {
             // No stream: nothing was kept.
             return Ok(HistoryRead {
@@ -85,9 +79,16 @@ impl HistoryStore for RedisHistory {
                 complete: false,
             });
         };
+        let Some(Some(top)) = top else {
+            return Err(
+                RedisError::Protocol(format!("stream {stream} read without a top offset")).into(),
+            );
+        };
         let mut publications = Vec::new();
         while let (Some(offset), Some(body)) = (values.next(), values.next()) {
             let (Some(offset), Some(body)) = (offset.as_u64(), body.into_string()) else {
+                // Counted as missing: the read is then not complete.
+                tracing::warn!(stream, "unreadable history entry, skipped");
                 continue;
             };
             match serde_json::from_str::<Publication>(&body) {

@@ -1,10 +1,9 @@
 //! Cluster-wide rate limits: GCRA state in Redis, one script call a check
 //! (`lua/gcra.lua`).
 
-use super::{keys, Redis};
+use crate::{keys, Redis, RedisError};
 use async_trait::async_trait;
 use fred::prelude::Value;
-use fred::types::scripts::Script;
 use herald_rate_limiter::gcra::Gcra;
 use herald_rate_limiter::{Decision, Limit, SharedStore};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,18 +14,13 @@ const CHECK_TIMEOUT: Duration = Duration::from_millis(200);
 
 pub struct RedisLimits {
     redis: Arc<Redis>,
-    script: Script,
     live_nodes: Arc<AtomicUsize>,
 }
 
 impl RedisLimits {
     /// `live_nodes` is kept current by the node registry.
     pub fn new(redis: Arc<Redis>, live_nodes: Arc<AtomicUsize>) -> Self {
-        RedisLimits {
-            redis,
-            script: Script::from_lua(include_str!("lua/gcra.lua")),
-            live_nodes,
-        }
+        RedisLimits { redis, live_nodes }
     }
 }
 
@@ -37,7 +31,7 @@ impl SharedStore for RedisLimits {
             return Ok(Decision::UNLIMITED);
         };
         let call = self.redis.eval(
-            &self.script,
+            &self.redis.scripts.gcra,
             vec![keys::rate_limit(key)],
             vec![
                 (gcra.interval_us as i64).into(),
@@ -48,14 +42,21 @@ impl SharedStore for RedisLimits {
         // limiter answers from its local share instead.
         let reply: Vec<Value> = tokio::time::timeout(CHECK_TIMEOUT, call)
             .await
-            .map_err(|_| "rate-limit check timed out".to_owned())??;
-        let n = |i: usize| reply.get(i).and_then(Value::as_u64).unwrap_or(0);
+            .map_err(|_| RedisError::Timeout.to_string())?
+            .map_err(|e| e.to_string())?;
+        // A reply of another shape is an error, answered from the local
+        // share, never read as a denial.
+        let numbers: Option<Vec<u64>> = reply.iter().map(Value::as_u64).collect();
+        let [allowed, remaining, retry_after, reset_after] = numbers.as_deref().unwrap_or(&[])
+        else {
+            return Err(RedisError::Protocol(format!("gcra.lua answered {reply:?}")).to_string());
+        };
         Ok(Decision {
-            allowed: n(0) == 1,
+            allowed: *allowed == 1,
             limit: gcra.burst,
-            remaining: n(1).min(u64::from(u32::MAX)) as u32,
-            retry_after: Duration::from_micros(n(2)),
-            reset_after: Duration::from_micros(n(3)),
+            remaining: (*remaining).min(u64::from(u32::MAX)) as u32,
+            retry_after: Duration::from_micros(*retry_after),
+            reset_after: Duration::from_micros(*reset_after),
         })
     }
 

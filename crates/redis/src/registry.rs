@@ -1,9 +1,12 @@
 //! Live gateways: each registers itself with a heartbeat.
 
-use super::{keys, Redis};
-use crate::now_ms;
+use crate::{keys, Redis, RedisError, RedisResult};
+use async_trait::async_trait;
 use fred::prelude::*;
-use serde::Serialize;
+use herald_broker_node::{Background, Membership};
+use herald_history::StoreError;
+use herald_protocol::api::NodeInfo;
+use herald_protocol::now_ms;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -13,37 +16,29 @@ const HEARTBEAT: Duration = Duration::from_secs(2);
 /// A gateway that missed this many heartbeats is gone.
 const LIFETIME: Duration = Duration::from_secs(10);
 
-/// One gateway, as `GET /api/v1/nodes` lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct NodeInfo {
-    pub id: String,
-    pub address: String,
-    pub connections: usize,
-    /// Epoch milliseconds.
-    pub started_at: String,
-}
-
 pub struct Registry {
     redis: Arc<Redis>,
+    id: String,
     /// Live gateways at the last heartbeat (this one included).
     pub live: Arc<AtomicUsize>,
 }
 
 impl Registry {
-    /// Registers `info` now and every heartbeat, with the live connection
-    /// count read from `connections`.
+    /// Registers `info` now and every heartbeat (a task of `background`),
+    /// with the live connection count read from `connections`.
     pub fn start(
         redis: Arc<Redis>,
         info: NodeInfo,
         connections: Arc<AtomicUsize>,
+        background: &Background,
     ) -> Arc<Registry> {
         let registry = Arc::new(Registry {
             redis,
+            id: info.id.clone(),
             live: Arc::new(AtomicUsize::new(1)),
         });
         let beating = Arc::clone(&registry);
-        tokio::spawn(async move {
+        background.spawn("registry heartbeat", async move {
             let mut tick = tokio::time::interval(HEARTBEAT);
             loop {
                 tick.tick().await;
@@ -59,7 +54,7 @@ impl Registry {
         registry
     }
 
-    async fn beat(&self, info: &NodeInfo) -> Result<(), Error> {
+    async fn beat(&self, info: &NodeInfo) -> RedisResult<()> {
         let key = keys::node(&info.id);
         let fields: HashMap<&str, String> = HashMap::from([
             ("id", info.id.clone()),
@@ -95,38 +90,47 @@ impl Registry {
     }
 
     /// The gateways whose registration is current.
-    pub async fn list(&self) -> Result<Vec<NodeInfo>, String> {
+    pub async fn list(&self) -> RedisResult<Vec<NodeInfo>> {
         let client = &self.redis.client;
         let ids: Vec<String> = client
             .zrangebyscore(keys::NODES, now_ms() as f64, "+inf", false, None)
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         let mut nodes = Vec::new();
         for id in ids {
-            let fields: HashMap<String, String> = client
-                .hgetall(keys::node(&id))
-                .await
-                .map_err(|e| e.to_string())?;
+            let fields: HashMap<String, String> = client.hgetall(keys::node(&id)).await?;
             if fields.is_empty() {
                 continue;
             }
+            let field = |name: &str| {
+                fields.get(name).cloned().ok_or_else(|| {
+                    RedisError::Protocol(format!("node {id} registered without `{name}`"))
+                })
+            };
+            let connections = field("connections")?;
             nodes.push(NodeInfo {
+                address: field("address")?,
+                connections: connections.parse().map_err(|_| {
+                    RedisError::Protocol(format!("node {id} has connections `{connections}`"))
+                })?,
+                started_at: field("startedAt")?,
                 id,
-                address: fields.get("address").cloned().unwrap_or_default(),
-                connections: fields
-                    .get("connections")
-                    .and_then(|c| c.parse().ok())
-                    .unwrap_or(0),
-                started_at: fields.get("startedAt").cloned().unwrap_or_default(),
             });
         }
         nodes.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(nodes)
     }
+}
 
-    /// Removes this gateway's registration (on shutdown).
-    pub async fn deregister(&self, id: &str) {
-        let _: Result<(), _> = self.redis.client.zrem(keys::NODES, id).await;
-        let _: Result<(), _> = self.redis.client.del(keys::node(id)).await;
+#[async_trait]
+impl Membership for Registry {
+    async fn nodes(&self) -> Result<Vec<NodeInfo>, StoreError> {
+        Ok(self.list().await?)
+    }
+
+    /// Removes this gateway's registration. The node stops the heartbeat
+    /// (a background task) before it calls this, so nothing re-registers it.
+    async fn deregister(&self) {
+        let _: Result<(), _> = self.redis.client.zrem(keys::NODES, self.id.as_str()).await;
+        let _: Result<(), _> = self.redis.client.del(keys::node(&self.id)).await;
     }
 }

@@ -9,13 +9,13 @@
 //! entries are due: the first to reach an expired entry removes it and
 //! announces the leave.
 
-use super::{keys, Redis};
-use crate::key::ChannelKey;
-use crate::now_ms;
-use crate::presence::{PresenceError, PresenceStore};
+use crate::{keys, Redis, RedisResult};
 use async_trait::async_trait;
 use fred::prelude::*;
 use fred::types::sorted_sets::Ordering as ZOrdering;
+use herald_broker_node::presence::{sort_members, PresenceError, PresenceStore};
+use herald_broker_node::{Background, ChannelKey};
+use herald_protocol::now_ms;
 use herald_protocol::server::Member;
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -32,10 +32,6 @@ pub struct RedisPresence {
     local: Mutex<HashMap<String, HashMap<String, String>>>,
 }
 
-fn unavailable(e: String) -> PresenceError {
-    PresenceError::Unavailable(e)
-}
-
 fn field(conn: &str, presence_id: &str) -> String {
     format!("{conn} {presence_id}")
 }
@@ -49,15 +45,15 @@ fn presence_keys(channel: &str) -> Vec<String> {
 }
 
 impl RedisPresence {
-    /// Starts the refresh and sweep tasks.
-    pub fn start(redis: Arc<Redis>, ttl: Duration) -> Arc<RedisPresence> {
+    /// Starts the refresh and sweep tasks in `background`.
+    pub fn start(redis: Arc<Redis>, ttl: Duration, background: &Background) -> Arc<RedisPresence> {
         let presence = Arc::new(RedisPresence {
             redis,
             ttl,
             local: Mutex::new(HashMap::new()),
         });
         let refresher = Arc::clone(&presence);
-        tokio::spawn(async move {
+        background.spawn("presence refresh", async move {
             let mut tick = tokio::time::interval(refresher.ttl / 3);
             loop {
                 tick.tick().await;
@@ -65,7 +61,7 @@ impl RedisPresence {
             }
         });
         let sweeper = Arc::clone(&presence);
-        tokio::spawn(async move {
+        background.spawn("presence sweep", async move {
             let every =
                 (sweeper.ttl / 10).clamp(Duration::from_millis(200), Duration::from_secs(1));
             let mut tick = tokio::time::interval(every);
@@ -87,7 +83,7 @@ impl RedisPresence {
         field: &str,
         presence_id: &str,
         member_json: &str,
-    ) -> Result<(), String> {
+    ) -> RedisResult<()> {
         let expires = now_ms() + self.ttl.as_millis() as u64;
         let _: i64 = self
             .redis
@@ -117,8 +113,7 @@ impl RedisPresence {
                 false,
                 (expires as f64, channel),
             )
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         Ok(())
     }
 
@@ -149,7 +144,7 @@ impl RedisPresence {
     }
 
     /// Sweeps the channels whose entries may have expired.
-    async fn sweep(&self) -> Result<(), String> {
+    async fn sweep(&self) -> RedisResult<()> {
         let now = now_ms();
         let due: Vec<String> = self
             .redis
@@ -161,8 +156,7 @@ impl RedisPresence {
                 false,
                 Some((0i64, SWEEP_BATCH)),
             )
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         for channel in due {
             let next: i64 = self
                 .redis
@@ -194,7 +188,7 @@ impl RedisPresence {
                     )
                     .await
             };
-            result.map_err(|e| e.to_string())?;
+            result?;
         }
         Ok(())
     }
@@ -208,11 +202,11 @@ impl PresenceStore for RedisPresence {
         member: &Member,
         conn: &str,
     ) -> Result<(), PresenceError> {
-        let json = serde_json::to_string(member).map_err(|e| unavailable(e.to_string()))?;
+        let json = serde_json::to_string(member)
+            .map_err(|e| crate::RedisError::Protocol(format!("member not encodable: {e}")))?;
         let field = field(conn, &member.presence_id);
         self.put(key.id(), &field, &member.presence_id, &json)
-            .await
-            .map_err(unavailable)?;
+            .await?;
         self.local
             .lock()
             .entry(key.id().to_owned())
@@ -249,8 +243,7 @@ impl PresenceStore for RedisPresence {
                     keys::topic(key.id()).into(),
                 ],
             )
-            .await
-            .map_err(unavailable)?;
+            .await?;
         Ok(())
     }
 
@@ -265,15 +258,15 @@ impl PresenceStore for RedisPresence {
                 ],
                 vec![(now_ms() as i64).into()],
             )
-            .await
-            .map_err(unavailable)?;
+            .await?;
         // One entry per member, however many connections it has.
         let mut members: HashMap<String, Member> = HashMap::new();
         for value in values {
-            let Some(json) = value.into_string() else {
-                continue;
-            };
-            let Ok(member) = serde_json::from_str::<Member>(&json) else {
+            let member = value
+                .into_string()
+                .and_then(|json| serde_json::from_str::<Member>(&json).ok());
+            let Some(member) = member else {
+                tracing::warn!(channel = key.name(), "unreadable presence entry, skipped");
                 continue;
             };
             match members.get(&member.presence_id) {
@@ -284,7 +277,7 @@ impl PresenceStore for RedisPresence {
             }
         }
         let mut members: Vec<Member> = members.into_values().collect();
-        crate::presence::sort_members(&mut members);
+        sort_members(&mut members);
         Ok(members)
     }
 }

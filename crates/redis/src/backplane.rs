@@ -14,19 +14,22 @@
 //! everything, so a subscription that went silently deaf (after a failover,
 //! say) is repaired rather than trusted.
 
-use super::{keys, new_epoch, Redis};
-use crate::backplane::{Backplane, BackplaneError, Idempotency, Original, Published};
-use crate::hub::{Hub, PresenceKind};
-use crate::key::ChannelKey;
+use crate::{keys, Redis, RedisError};
 use async_trait::async_trait;
 use fred::interfaces::EventInterface;
 use fred::prelude::Value;
 use fred::types::Message;
+use herald_broker_node::backplane::{
+    Backplane, BackplaneError, BackplaneStats, Idempotency, Original, Published,
+};
+use herald_broker_node::hub::{Hub, PresenceKind};
+use herald_broker_node::{Background, ChannelKey};
+use herald_history::new_epoch;
 use herald_history::{Publication, Retention};
 use herald_protocol::server::Member;
 use herald_protocol::StreamPosition;
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot, Notify};
@@ -39,18 +42,8 @@ const PROBE_EVERY: Duration = Duration::from_secs(1);
 const PROBE_WAIT: Duration = Duration::from_secs(2);
 
 enum TopicOp {
-    Add(String, oneshot::Sender<Result<(), String>>),
+    Add(String, oneshot::Sender<Result<(), RedisError>>),
     Remove(String),
-}
-
-/// Counters of the backplane's health, read by the gateway's metrics.
-#[derive(Debug, Default)]
-pub struct BackplaneStats {
-    pub ready: AtomicBool,
-    pub errors: AtomicU64,
-    pub resubscribes: AtomicU64,
-    /// Messages lost between the Redis client and the receive loop.
-    pub lagged: AtomicU64,
 }
 
 pub struct RedisBackplane {
@@ -60,74 +53,83 @@ pub struct RedisBackplane {
 }
 
 impl RedisBackplane {
-    /// Starts the topic manager, the receive loop and the probe.
-    pub async fn start(redis: Arc<Redis>, hub: Arc<Hub>, node_id: &str) -> Arc<RedisBackplane> {
+    /// Starts the topic manager, the receive loop and the probe in
+    /// `background`.
+    pub async fn start(
+        redis: Arc<Redis>,
+        hub: Arc<Hub>,
+        node_id: &str,
+        background: &Background,
+    ) -> Arc<RedisBackplane> {
         let stats = Arc::new(BackplaneStats::default());
         let (topics, rx) = mpsc::unbounded_channel();
         let probe = Arc::new(Probe::default());
-        tokio::spawn(manage_topics(Arc::clone(&redis), rx));
-        tokio::spawn(receive(
-            redis.subscriber.message_rx(),
-            hub,
-            Arc::clone(&probe),
-            Arc::clone(&stats),
-        ));
+        background.spawn("backplane probe", {
+            let probe = Arc::clone(&probe);
+            let stats = Arc::clone(&stats);
+            let redis = Arc::clone(&redis);
+            let topic = keys::probe_topic(node_id);
+            async move { watch(redis, stats, probe, topic).await }
+        });
+        background.spawn("backplane topics", manage_topics(Arc::clone(&redis), rx));
+        background.spawn(
+            "backplane receive",
+            receive(
+                redis.subscriber.message_rx(),
+                hub,
+                Arc::clone(&probe),
+                Arc::clone(&stats),
+            ),
+        );
         let backplane = Arc::new(RedisBackplane {
             redis,
             topics,
             stats,
         });
-        let probe_topic = keys::probe_topic(node_id);
-        if let Err(e) = backplane.add_topic(probe_topic.clone()).await {
+        if let Err(e) = backplane.add_topic(keys::probe_topic(node_id)).await {
             tracing::warn!(error = %e, "probe subscription failed; the probe will retry");
         }
-        let watched = Arc::clone(&backplane);
-        tokio::spawn(async move { watched.watch(probe, probe_topic).await });
         backplane
     }
 
-    async fn add_topic(&self, topic: String) -> Result<(), String> {
+    async fn add_topic(&self, topic: String) -> Result<(), RedisError> {
+        let stopped = || RedisError::Stopped("topic manager");
         let (done, confirmed) = oneshot::channel();
         self.topics
             .send(TopicOp::Add(topic, done))
-            .map_err(|_| "topic manager stopped".to_owned())?;
-        confirmed
-            .await
-            .map_err(|_| "topic manager stopped".to_owned())?
+            .map_err(|_| stopped())?;
+        confirmed.await.map_err(|_| stopped())?
     }
+}
 
-    /// Publishes to our own probe topic until shutdown; readiness follows
-    /// whether the probe comes back.
-    async fn watch(&self, probe: Arc<Probe>, topic: String) {
-        let mut tick = tokio::time::interval(PROBE_EVERY);
-        loop {
-            tick.tick().await;
-            let nonce = rand::random::<u64>();
-            let seen = probe.expect(nonce);
-            let sent = self
-                .redis
-                .publish_raw(&topic, format!("probe {nonce}"))
-                .await;
-            let back = sent.is_ok() && tokio::time::timeout(PROBE_WAIT, seen).await.is_ok();
-            let was_ready = self.stats.ready.swap(back, Ordering::Relaxed);
-            if back {
-                if !was_ready {
-                    tracing::info!("backplane ready: the probe came back");
-                }
-                continue;
+/// Publishes to the node's own probe topic every second; readiness
+/// follows whether the probe comes back.
+async fn watch(redis: Arc<Redis>, stats: Arc<BackplaneStats>, probe: Arc<Probe>, topic: String) {
+    let mut tick = tokio::time::interval(PROBE_EVERY);
+    loop {
+        tick.tick().await;
+        let nonce = rand::random::<u64>();
+        let seen = probe.expect(nonce);
+        let sent = redis.publish_raw(&topic, format!("probe {nonce}")).await;
+        let back = sent.is_ok() && tokio::time::timeout(PROBE_WAIT, seen).await.is_ok();
+        let was_ready = stats.ready.swap(back, Ordering::Relaxed);
+        if back {
+            if !was_ready {
+                tracing::info!("backplane ready: the probe came back");
             }
-            if was_ready {
-                tracing::warn!(
-                    published = sent.is_ok(),
-                    "backplane not ready: the probe did not come back"
-                );
-            }
-            if self.redis.is_connected() {
-                // Connected yet deaf: subscribe everything again.
-                self.stats.resubscribes.fetch_add(1, Ordering::Relaxed);
-                if let Err(e) = self.redis.subscriber.resubscribe_all().await {
-                    tracing::warn!(error = %e, "re-subscribing failed");
-                }
+            continue;
+        }
+        if was_ready {
+            tracing::warn!(
+                published = sent.is_ok(),
+                "backplane not ready: the probe did not come back"
+            );
+        }
+        if redis.is_connected() {
+            // Connected yet deaf: subscribe everything again.
+            stats.resubscribes.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = redis.subscriber.resubscribe_all().await {
+                tracing::warn!(error = %e, "re-subscribing failed");
             }
         }
     }
@@ -145,7 +147,7 @@ impl Backplane for RedisBackplane {
     ) -> Result<Published, BackplaneError> {
         let id = key.id();
         let body = serde_json::to_string(&*publication)
-            .map_err(|e| BackplaneError::Unavailable(e.to_string()))?;
+            .map_err(|e| RedisError::Protocol(format!("publication not encodable: {e}")))?;
         let size = if retention.keeps_history() {
             retention.size
         } else {
@@ -170,29 +172,32 @@ impl Backplane for RedisBackplane {
             .redis
             .eval(&self.redis.scripts.publish, keys, args)
             .await
-            .map_err(|e| {
+            .inspect_err(|_| {
                 self.stats.errors.fetch_add(1, Ordering::Relaxed);
-                BackplaneError::Unavailable(e)
             })?;
         if offset < 0 {
-            // A repeat: `epoch` holds the first answer.
-            let (message_id, at) = epoch.split_once(' ').unwrap_or(("-", "0"));
+            // A repeat: `epoch` holds the first answer, `<message id or -> <ms>`.
+            let original = epoch
+                .split_once(' ')
+                .and_then(|(id, at)| Some((id, at.parse().ok()?)));
+            let Some((message_id, timestamp_ms)) = original else {
+                self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                let detail = format!("publish script answered repeat `{epoch}`");
+                return Err(RedisError::Protocol(detail).into());
+            };
             return Ok(Published {
                 position: None,
-                listeners: 0,
                 repeat_of: Some(Original {
                     message_id: (message_id != "-").then(|| message_id.to_owned()),
-                    timestamp_ms: at.parse().unwrap_or(0),
+                    timestamp_ms,
                 }),
             });
         }
-        let listeners = receivers.max(0) as usize;
         Ok(Published {
-            position: (listeners > 0 || size > 0).then_some(StreamPosition {
+            position: (receivers > 0 || size > 0).then_some(StreamPosition {
                 epoch,
                 offset: offset as u64,
             }),
-            listeners,
             repeat_of: None,
         })
     }
@@ -200,14 +205,14 @@ impl Backplane for RedisBackplane {
     async fn subscribe(&self, key: &ChannelKey) -> Result<(), BackplaneError> {
         self.add_topic(keys::topic(key.id())).await.map_err(|e| {
             self.stats.errors.fetch_add(1, Ordering::Relaxed);
-            BackplaneError::Unavailable(e)
+            e.into()
         })
     }
 
     async fn unsubscribe(&self, key: &ChannelKey) -> Result<(), BackplaneError> {
         self.topics
             .send(TopicOp::Remove(keys::topic(key.id())))
-            .map_err(|_| BackplaneError::Unavailable("topic manager stopped".into()))
+            .map_err(|_| RedisError::Stopped("topic manager").into())
     }
 
     fn ready(&self) -> bool {
@@ -306,36 +311,44 @@ async fn receive(
             Err(broadcast::error::RecvError::Closed) => return,
         };
         let Some(text) = message.value.as_str() else {
+            malformed(&stats, &message.channel, "not text");
             continue;
         };
         let text: &str = &text;
         match keys::channel_of_topic(&message.channel) {
-            Some(channel) => deliver(&hub, channel, text),
+            Some(channel) => {
+                if let Err(why) = deliver(&hub, channel, text) {
+                    malformed(&stats, &message.channel, why);
+                }
+            }
             None => probe.saw(text),
         }
     }
 }
 
+/// Counts and logs a message on a topic that could not be read.
+fn malformed(stats: &BackplaneStats, topic: &str, why: &str) {
+    stats.malformed.fetch_add(1, Ordering::Relaxed);
+    tracing::warn!(topic, why, "unreadable message on the backplane, dropped");
+}
+
 /// The messages on a channel topic: `p <offset> <epoch> <publication>`,
 /// `j <member>` and `l <member>`.
-fn deliver(hub: &Hub, channel: &str, text: &str) {
-    let Some((kind, rest)) = text.split_once(' ') else {
-        return;
-    };
+fn deliver(hub: &Hub, channel: &str, text: &str) -> Result<(), &'static str> {
+    let (kind, rest) = text.split_once(' ').ok_or("no message kind")?;
     match kind {
         "p" => {
             let mut parts = rest.splitn(3, ' ');
             let (Some(offset), Some(epoch), Some(body)) =
                 (parts.next(), parts.next(), parts.next())
             else {
-                return;
+                return Err("publication without offset, epoch and body");
             };
-            let (Ok(offset), Ok(publication)) =
-                (offset.parse(), serde_json::from_str::<Publication>(body))
-            else {
-                tracing::warn!(channel, "unreadable publication on the backplane");
-                return;
-            };
+            let offset = offset
+                .parse()
+                .map_err(|_| "publication offset not a number")?;
+            let publication = serde_json::from_str::<Publication>(body)
+                .map_err(|_| "publication body unreadable")?;
             let position = StreamPosition {
                 epoch: epoch.to_owned(),
                 offset,
@@ -343,9 +356,8 @@ fn deliver(hub: &Hub, channel: &str, text: &str) {
             hub.deliver_publication(channel, &publication, &position);
         }
         "j" | "l" => {
-            let Ok(member) = serde_json::from_str::<Member>(rest) else {
-                return;
-            };
+            let member =
+                serde_json::from_str::<Member>(rest).map_err(|_| "presence member unreadable")?;
             let kind = if kind == "j" {
                 PresenceKind::Join
             } else {
@@ -353,8 +365,9 @@ fn deliver(hub: &Hub, channel: &str, text: &str) {
             };
             hub.deliver_presence(channel, kind, &member);
         }
-        _ => {}
+        _ => return Err("unknown message kind"),
     }
+    Ok(())
 }
 
 /// The nonce the probe waits for.

@@ -1,12 +1,12 @@
 //! Cluster-wide rate-limit checks against a real Redis, from one process:
-//! `cargo bench -p herald-broker-node --bench cluster_limits`
+//! `cargo bench -p herald-redis --bench cluster_limits`
 //! (starts its own `redis-server` on a free loopback port).
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use herald_broker_node::redis::limits::RedisLimits;
-use herald_broker_node::redis::Redis;
 use herald_rate_limiter::{Limit, SharedStore};
+use herald_redis::limits::RedisLimits;
+use herald_redis::Redis;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;

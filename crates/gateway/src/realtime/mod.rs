@@ -1,0 +1,155 @@
+//! The realtime rules every surface shares.
+//!
+//! Here: checking a channel request in Forge's order and resolving its key
+//! ([`resolve`]), charging the app's operation allowance ([`charge`]).
+//! A client connection is a [`Session`]; its operations are one per file
+//! (`subscribe.rs`, `unsubscribe.rs`, `publish.rs`, `presence.rs`,
+//! `history.rs`, `refresh.rs`), each returning a typed outcome that the
+//! surface renders in its own wire format; `flood.rs` gates a connection's
+//! frames. The server API shares `resolve` and [`publish::publish`].
+
+mod flood;
+mod history;
+mod presence;
+pub mod publish;
+mod refresh;
+mod session;
+mod subscribe;
+mod unsubscribe;
+
+#[cfg(test)]
+mod tests;
+
+pub use flood::{FloodGate, Gate};
+pub use history::HistoryPage;
+pub use publish::{Accepted, Outgoing, MAX_IDEMPOTENCY_KEY};
+pub use refresh::Refreshed;
+pub use session::Session;
+pub use subscribe::Subscribed;
+
+use crate::auth::{verify_channel_token, App};
+use crate::edge::rate_limited;
+use crate::state::AppState;
+use herald_broker_node::{ChannelKey, KeyError, Scope};
+use herald_protocol::api::Permission;
+use herald_protocol::{ErrorBody, ErrorCode};
+use herald_rate_limiter::Decision;
+use serde_json::{Map, Value};
+
+/// What a channel request is for; decides which checks apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    Subscribe,
+    Publish,
+    /// Reading presence or history: needs subscribe rights, not counted.
+    Read,
+}
+
+impl Operation {
+    fn permission(self) -> Permission {
+        match self {
+            Operation::Publish => Permission::Publish,
+            Operation::Subscribe | Operation::Read => Permission::Subscribe,
+        }
+    }
+
+    fn counted(self) -> bool {
+        !matches!(self, Operation::Read)
+    }
+}
+
+/// A channel as a request names it.
+pub struct ChannelSpec<'a> {
+    pub channel: &'a str,
+    pub global: bool,
+    pub token: Option<&'a str>,
+    pub context_overrides: Option<&'a [String]>,
+    /// The product context the caller speaks for.
+    pub context: &'a Map<String, Value>,
+}
+
+pub fn error(code: ErrorCode, detail: impl Into<String>) -> ErrorBody {
+    ErrorBody::new(code, detail)
+}
+
+/// Takes one realtime operation from the app's allowance.
+pub async fn charge(state: &AppState, app: &App) -> Result<Decision, ErrorBody> {
+    let decision = state.ops.check(app.id()).await;
+    state
+        .metrics
+        .ratelimit_checks
+        .with_label_values(&["ops"])
+        .inc();
+    if decision.allowed {
+        return Ok(decision);
+    }
+    state
+        .metrics
+        .ratelimit_rejections
+        .with_label_values(&["ops", app.id()])
+        .inc();
+    Err(rate_limited(decision.retry_after))
+}
+
+/// Checks a channel request and resolves the key it meets others on.
+///
+/// The order is Forge's: the channel token is prevalidated first, and a
+/// request it rejects does not count toward the rate limit; everything
+/// rejected after the limit is charged has counted.
+pub async fn resolve(
+    state: &AppState,
+    app: &App,
+    spec: &ChannelSpec<'_>,
+    op: Operation,
+) -> Result<(ChannelKey, Option<Decision>), ErrorBody> {
+    let grant = match spec.token {
+        Some(token) => Some(verify_channel_token(app, token, spec.channel)?),
+        None => None,
+    };
+    let decision = match op.counted() {
+        true => Some(charge(state, app).await?),
+        false => None,
+    };
+    if let Some(grant) = &grant {
+        if !grant.allows(op.permission()) {
+            return Err(error(ErrorCode::Unauthorized, ""));
+        }
+    }
+    herald_broker_node::key::validate_channel_name(spec.channel).map_err(key_error)?;
+    if app.config.require_channel_definitions
+        && !app
+            .config
+            .channels
+            .iter()
+            .any(|d| d.enabled && d.matches(spec.channel))
+    {
+        return Err(error(
+            ErrorCode::RealtimeChannelNotFound,
+            format!("no enabled channel definition matches `{}`", spec.channel),
+        ));
+    }
+    let scope = if spec.global {
+        if spec.context_overrides.is_some_and(|o| !o.is_empty()) {
+            return Err(error(
+                ErrorCode::RealtimeInvalidChannelRequest,
+                "contextOverrides applies to scoped channels only",
+            ));
+        }
+        Scope::Global
+    } else {
+        Scope::Context {
+            context: spec.context,
+            overrides: spec.context_overrides,
+        }
+    };
+    let claims = grant.as_ref().map(|g| &g.claims);
+    let key = ChannelKey::new(app.id(), spec.channel, &scope, claims).map_err(key_error)?;
+    Ok((key, decision))
+}
+
+pub fn key_error(e: KeyError) -> ErrorBody {
+    match e {
+        KeyError::InvalidChannel(m) => error(ErrorCode::RealtimeInvalidChannelRequest, m),
+        KeyError::InvalidEvent(m) => error(ErrorCode::RealtimeInvalidEvent, m),
+    }
+}

@@ -1,0 +1,148 @@
+//! A client connection as the realtime rules see it, whatever its surface:
+//! who it is, which app it belongs to, what it is subscribed to.
+
+use super::{ChannelSpec, Operation};
+use crate::auth::{App, Identity};
+use crate::state::AppState;
+use herald_broker_node::{ChannelKey, ConnId, Outbound};
+use herald_protocol::client::ChannelRef;
+use herald_protocol::server::Member;
+use herald_protocol::{now_ms, timestamp_string, ErrorBody};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+pub struct Session {
+    pub(super) state: Arc<AppState>,
+    pub(super) app: Arc<App>,
+    pub(super) identity: Identity,
+    pub(super) conn: ConnId,
+    /// The connection's queue; deliveries are written by its codec.
+    pub(super) outbound: Outbound,
+    /// The surface's name, for metrics (`ws`, ...).
+    pub(super) surface: &'static str,
+    /// One subscription per (channel name, global); subscribing the same
+    /// name again with another token or context replaces it.
+    pub(super) subscriptions: HashMap<(String, bool), ChannelKey>,
+}
+
+impl Session {
+    pub fn new(
+        state: Arc<AppState>,
+        app: Arc<App>,
+        identity: Identity,
+        conn: ConnId,
+        outbound: Outbound,
+        surface: &'static str,
+    ) -> Self {
+        Session {
+            state,
+            app,
+            identity,
+            conn,
+            outbound,
+            surface,
+            subscriptions: HashMap::new(),
+        }
+    }
+
+    /// What every handler shares, for the surface's own limits and metrics.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    pub fn app_id(&self) -> &str {
+        self.app.id()
+    }
+
+    pub fn conn(&self) -> &ConnId {
+        &self.conn
+    }
+
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// The connection's queue, for the surface's replies.
+    pub fn outbound(&self) -> &Outbound {
+        &self.outbound
+    }
+
+    /// How many channels the connection is subscribed to.
+    pub fn subscription_count(&self) -> usize {
+        self.subscriptions.len()
+    }
+
+    /// When the connection's user token expires (the surface ends the
+    /// connection then); far away for other identities.
+    pub fn expiry(&self) -> Instant {
+        let far = Instant::now() + Duration::from_secs(365 * 24 * 3600);
+        match self.identity.expires_at() {
+            Some(exp) => {
+                let left = exp.saturating_mul(1000).saturating_sub(now_ms());
+                Instant::now() + Duration::from_millis(left)
+            }
+            None => far,
+        }
+    }
+
+    /// The connection's presence id: a user's `sub` (one member however
+    /// many connections it has), or the connection's own id. `None` where
+    /// the app keeps no presence.
+    pub fn presence_id(&self) -> Option<String> {
+        self.app.config.presence.then(|| {
+            self.identity
+                .sub()
+                .map_or_else(|| self.conn.as_str().to_owned(), str::to_owned)
+        })
+    }
+
+    /// This connection as a presence member, joining now.
+    pub(super) fn member(&self) -> Option<Member> {
+        self.presence_id().map(|presence_id| Member {
+            presence_id,
+            kind: self.identity.sender_type(),
+            joined_at: timestamp_string(now_ms()),
+        })
+    }
+
+    pub(super) async fn resolve(
+        &self,
+        channel: &ChannelRef,
+        op: Operation,
+    ) -> Result<ChannelKey, ErrorBody> {
+        let spec = ChannelSpec {
+            channel: &channel.channel,
+            global: channel.global,
+            token: channel.token.as_deref(),
+            context_overrides: channel.context_overrides.as_deref(),
+            context: self.identity.context(),
+        };
+        super::resolve(&self.state, &self.app, &spec, op)
+            .await
+            .map(|(key, _)| key)
+    }
+
+    /// Leaves a channel on the node (presence and hub); failures are
+    /// logged, as there is no one left to tell.
+    pub(super) async fn leave(&self, key: &ChannelKey) {
+        let presence_id = self.presence_id();
+        if let Err(e) = self
+            .state
+            .node
+            .unsubscribe(key, &self.conn, presence_id.as_deref())
+            .await
+        {
+            tracing::warn!(error = %e, channel = key.name(), "unsubscribe failed");
+        }
+    }
+
+    /// Leaves every channel; called once when the connection ends.
+    pub async fn close(&mut self) {
+        let keys: Vec<ChannelKey> = self.subscriptions.drain().map(|(_, k)| k).collect();
+        for key in keys {
+            self.leave(&key).await;
+        }
+    }
+}
