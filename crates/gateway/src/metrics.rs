@@ -5,6 +5,7 @@
 //! the node at scrape time by [`NodeCollector`], so the fan-out path only
 //! bumps an atomic.
 
+use herald_broker_node::backplane::BackplaneStats;
 use herald_broker_node::Node;
 use herald_protocol::ErrorCode;
 use prometheus::core::{Collector, Desc, Describer};
@@ -13,7 +14,7 @@ use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
 };
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 pub struct Metrics {
@@ -152,7 +153,7 @@ enum Kind {
 
 /// What the node reports: name, help, kind. The order is the order of the
 /// values `NodeCollector::values` returns.
-const NODE_METRICS: [(&str, &str, Kind); 8] = [
+const NODE_METRICS: [(&str, &str, Kind); 9] = [
     (
         "herald_channels",
         "Channels with at least one subscriber on this node",
@@ -193,6 +194,11 @@ const NODE_METRICS: [(&str, &str, Kind); 8] = [
         "Backplane messages dropped because the receive loop fell behind",
         Kind::Counter,
     ),
+    (
+        "herald_backplane_malformed_total",
+        "Backplane messages that could not be read, logged and dropped",
+        Kind::Counter,
+    ),
 ];
 
 impl NodeCollector {
@@ -204,24 +210,23 @@ impl NodeCollector {
         NodeCollector { node, descs }
     }
 
-    fn values(&self) -> [u64; 8] {
+    fn values(&self) -> [u64; 9] {
         let stats = self.node.stats();
-        let (errors, resubscribes, lagged) = self.node.backplane_stats().map_or((0, 0, 0), |b| {
-            (
-                b.errors.load(Ordering::Relaxed),
-                b.resubscribes.load(Ordering::Relaxed),
-                b.lagged.load(Ordering::Relaxed),
-            )
-        });
+        let counter = |read: fn(&BackplaneStats) -> &AtomicU64| {
+            self.node
+                .backplane_stats()
+                .map_or(0, |b| read(b).load(Ordering::Relaxed))
+        };
         [
             stats.channels as u64,
             stats.subscriptions as u64,
             stats.delivered,
             stats.slow_consumers,
             u64::from(self.node.ready()),
-            errors,
-            resubscribes,
-            lagged,
+            counter(|b| &b.errors),
+            counter(|b| &b.resubscribes),
+            counter(|b| &b.lagged),
+            counter(|b| &b.malformed),
         ]
     }
 }

@@ -470,6 +470,49 @@ async fn nodes_are_listed_and_event_id_is_null_without_listeners() {
     assert_eq!(s.expect("event").await["payload"], 2);
 }
 
+async fn listed_addresses(gateway: &Herald) -> Vec<String> {
+    let body: Value = reqwest::Client::new()
+        .get(gateway.http("/api/v1/nodes"))
+        .header("X-API-Key", "key-app1")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    body["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["address"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Shutdown stops the registry heartbeat before deregistering, so a
+/// stopped gateway leaves the list at once and does not come back.
+#[tokio::test]
+async fn a_stopped_gateway_leaves_the_registry_and_stays_gone() {
+    let redis = RedisServer::start();
+    let mut g = gateways(&redis.url(), "").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while listed_addresses(&g[0]).await.len() < 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "gateways never listed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stopped = g.pop().unwrap();
+    let address = stopped.addr.clone();
+    assert!(stopped.terminate().await.success());
+    assert!(!listed_addresses(&g[0]).await.contains(&address));
+    // Past a heartbeat (2 s): still gone.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let listed = listed_addresses(&g[0]).await;
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert!(!listed.contains(&address));
+}
+
 #[tokio::test]
 async fn ten_thousand_subscriptions_at_once_are_batched() {
     const CONNECTIONS: usize = 100;

@@ -22,7 +22,7 @@ use parking_lot::RwLock;
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -76,10 +76,6 @@ impl Decision {
         retry_after: Duration::ZERO,
         reset_after: Duration::ZERO,
     };
-
-    pub fn allowed(&self) -> bool {
-        self.allowed
-    }
 }
 
 type InfoLimiter = RateLimiter<
@@ -220,7 +216,6 @@ pub struct ClusterLimiter {
     falling_back: AtomicBool,
     /// Microseconds since `started` of the last failed store call.
     last_failure: parking_lot::Mutex<Option<Instant>>,
-    pub checks: AtomicUsize,
 }
 
 impl ClusterLimiter {
@@ -238,7 +233,6 @@ impl ClusterLimiter {
             fallback: RwLock::new(HashMap::new()),
             falling_back: AtomicBool::new(false),
             last_failure: parking_lot::Mutex::new(None),
-            checks: AtomicUsize::new(0),
         }
     }
 
@@ -251,7 +245,6 @@ impl ClusterLimiter {
         let Some(limit) = self.limits.get(key).copied() else {
             return Decision::UNLIMITED;
         };
-        self.checks.fetch_add(1, Ordering::Relaxed);
         let retry_store = self
             .last_failure
             .lock()
@@ -335,11 +328,11 @@ mod tests {
                 },
             ),
         ]);
-        assert!(l.check("a").allowed());
-        assert!(!l.check("a").allowed());
+        assert!(l.check("a").allowed);
+        assert!(!l.check("a").allowed);
         for _ in 0..1000 {
-            assert!(l.check("b").allowed());
-            assert!(l.check("unknown").allowed());
+            assert!(l.check("b").allowed);
+            assert!(l.check("unknown").allowed);
         }
     }
 

@@ -49,6 +49,7 @@ impl Session {
 
 /// A publication that was accepted. Both fields are `None` when it went
 /// nowhere: no subscriber anywhere and no history kept.
+#[derive(Debug)]
 pub struct Accepted {
     pub event_id: Option<String>,
     pub event_timestamp: Option<String>,

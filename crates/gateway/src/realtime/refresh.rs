@@ -5,6 +5,7 @@ use crate::auth::verify_user_token;
 use herald_protocol::{ErrorBody, ErrorCode};
 
 /// A token refreshed.
+#[derive(Debug)]
 pub struct Refreshed {
     /// The new token's expiry, epoch seconds.
     pub expires_at: Option<u64>,
