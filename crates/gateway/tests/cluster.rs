@@ -401,41 +401,38 @@ async fn forge_semantics_hold_across_gateways() {
     }
 }
 
-#[tokio::test]
-async fn nodes_are_listed_and_event_id_is_null_without_listeners() {
-    let redis = RedisServer::start();
-    let g = gateways(&redis.url(), "").await;
-    let _c = g[2].user("app1", "u", json!({})).await;
+/// The addresses `GET /api/v1/nodes` lists (asserting a 200).
+async fn listed_addresses(gateway: &Herald) -> Vec<String> {
     let response = reqwest::Client::new()
-        .get(g[0].http("/api/v1/nodes"))
+        .get(gateway.http("/api/v1/nodes"))
         .header("X-API-Key", "key-app1")
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    let mut nodes = body["nodes"].as_array().unwrap().clone();
-    while nodes.len() < 3 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let body: Value = reqwest::Client::new()
-            .get(g[0].http("/api/v1/nodes"))
-            .header("X-API-Key", "key-app1")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        nodes = body["nodes"].as_array().unwrap().clone();
-    }
-    let addresses: Vec<&str> = nodes
+    body["nodes"]
+        .as_array()
+        .unwrap()
         .iter()
-        .map(|n| n["address"].as_str().unwrap())
-        .collect();
+        .map(|n| n["address"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn nodes_are_listed_and_event_id_is_null_without_listeners() {
+    let redis = RedisServer::start();
+    let g = gateways(&redis.url(), "").await;
+    let _c = g[2].user("app1", "u", json!({})).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let mut addresses = listed_addresses(&g[0]).await;
+    while addresses.len() < 3 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        addresses = listed_addresses(&g[0]).await;
+    }
     for gw in &g {
         assert!(
-            addresses.contains(&gw.addr.as_str()),
+            addresses.contains(&gw.addr),
             "{addresses:?} lacks {}",
             gw.addr
         );
@@ -468,24 +465,6 @@ async fn nodes_are_listed_and_event_id_is_null_without_listeners() {
         .await;
     assert!(r["eventId"].is_string());
     assert_eq!(s.expect("event").await["payload"], 2);
-}
-
-async fn listed_addresses(gateway: &Herald) -> Vec<String> {
-    let body: Value = reqwest::Client::new()
-        .get(gateway.http("/api/v1/nodes"))
-        .header("X-API-Key", "key-app1")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    body["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n["address"].as_str().unwrap().to_owned())
-        .collect()
 }
 
 /// Shutdown stops the registry heartbeat before deregistering, so a

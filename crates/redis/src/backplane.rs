@@ -64,13 +64,6 @@ impl RedisBackplane {
         let stats = Arc::new(BackplaneStats::default());
         let (topics, rx) = mpsc::unbounded_channel();
         let probe = Arc::new(Probe::default());
-        background.spawn("backplane probe", {
-            let probe = Arc::clone(&probe);
-            let stats = Arc::clone(&stats);
-            let redis = Arc::clone(&redis);
-            let topic = keys::probe_topic(node_id);
-            async move { watch(redis, stats, probe, topic).await }
-        });
         background.spawn("backplane topics", manage_topics(Arc::clone(&redis), rx));
         background.spawn(
             "backplane receive",
@@ -82,13 +75,15 @@ impl RedisBackplane {
             ),
         );
         let backplane = Arc::new(RedisBackplane {
-            redis,
+            redis: Arc::clone(&redis),
             topics,
-            stats,
+            stats: Arc::clone(&stats),
         });
-        if let Err(e) = backplane.add_topic(keys::probe_topic(node_id)).await {
+        let topic = keys::probe_topic(node_id);
+        if let Err(e) = backplane.add_topic(topic.clone()).await {
             tracing::warn!(error = %e, "probe subscription failed; the probe will retry");
         }
+        background.spawn("backplane probe", watch(redis, stats, probe, topic));
         backplane
     }
 
