@@ -1,10 +1,13 @@
 //! Work an adapter runs in the background (a topic manager, a presence
 //! refresh, a registry heartbeat), stoppable in order.
 //!
-//! Each task gets its own cancellation token: it stops at its next await
-//! point once cancelled, and [`Background::stop`] waits for it to be gone
-//! before it stops the next one, so a heartbeat cannot re-register a node
-//! after the node deregistered.
+//! Each task gets its own cancellation token. A task spawned with
+//! [`Background::spawn`] stops at its next await point once cancelled; one
+//! spawned with [`Background::spawn_until`] is handed its token and stops
+//! where it chooses (between two heartbeats, not inside one).
+//! [`Background::stop`] waits for each task to be gone before it stops the
+//! next, and the node deregisters only after all are: a heartbeat cannot
+//! register a node again after it deregistered.
 
 use parking_lot::Mutex;
 use std::future::Future;
@@ -41,10 +44,16 @@ impl Background {
         self.tasks.lock().push(Task { name, stop, handle });
     }
 
-    /// Takes over the tasks of `other`, to be stopped after these.
-    pub fn adopt(&self, other: Background) {
-        let taken = std::mem::take(&mut *other.tasks.lock());
-        self.tasks.lock().extend(taken);
+    /// Spawns `work` with its cancellation token: the task must end soon
+    /// after the token is cancelled, at a point of its choosing.
+    pub fn spawn_until<F, W>(&self, name: &'static str, work: W)
+    where
+        W: FnOnce(CancellationToken) -> F,
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let stop = CancellationToken::new();
+        let handle = tokio::spawn(work(stop.clone()));
+        self.tasks.lock().push(Task { name, stop, handle });
     }
 
     /// Stops every task, in the order they were spawned, waiting for each.

@@ -99,41 +99,38 @@ impl Codec for Native {
     }
 }
 
-/// A delivery's encodings, made on first use for each codec.
-pub(crate) struct Encodings<F> {
-    render: F,
+/// A delivery's encodings, made on first use for each codec by the
+/// `render` given at that use.
+#[derive(Default)]
+pub(crate) struct Encodings {
     /// The first codec met (the only one, on most channels).
     first: Option<(&'static str, EncodedFrame)>,
     others: Vec<(&'static str, EncodedFrame)>,
 }
 
-impl<F: Fn(CodecRef) -> EncodedFrame> Encodings<F> {
-    pub(crate) fn new(render: F) -> Self {
-        Encodings {
-            render,
-            first: None,
-            others: Vec::new(),
-        }
-    }
-
-    /// The delivery encoded for `codec`.
-    pub(crate) fn get(&mut self, codec: CodecRef) -> &EncodedFrame {
+impl Encodings {
+    /// The delivery encoded for `codec`, rendered now if it is the first
+    /// subscriber of that codec.
+    pub(crate) fn get(
+        &mut self,
+        codec: CodecRef,
+        render: impl FnOnce(CodecRef) -> EncodedFrame,
+    ) -> &EncodedFrame {
         let name = codec.name();
         if self.first.is_none() {
-            self.first = Some((name, (self.render)(codec)));
+            self.first = Some((name, render(codec)));
+        } else if self.first.as_ref().is_some_and(|(first, _)| *first != name)
+            && !self.others.iter().any(|(n, _)| *n == name)
+        {
+            self.others.push((name, render(codec)));
         }
-        if let Some((first, frame)) = &self.first {
-            if *first == name {
-                return frame;
-            }
+        match &self.first {
+            Some((first, frame)) if *first == name => frame,
+            _ => self
+                .others
+                .iter()
+                .find_map(|(n, frame)| (*n == name).then_some(frame))
+                .expect("rendered above"),
         }
-        let at = match self.others.iter().position(|(n, _)| *n == name) {
-            Some(at) => at,
-            None => {
-                self.others.push((name, (self.render)(codec)));
-                self.others.len() - 1
-            }
-        };
-        &self.others[at].1
     }
 }

@@ -223,8 +223,16 @@ impl Hub {
             return 0;
         };
         // Encode once per codec; its subscribers all get the same bytes.
+        let mut encodings = Encodings::default();
         if channel.joining > 0 {
-            // Someone is joining: take the write lock to hold its copy back.
+            // Someone is joining: take the write lock to hold its copy back,
+            // having encoded under the read lock (no subscriber can come or
+            // go in between: the upgradable lock excludes writers).
+            for entry in channel.subscribers.values() {
+                encodings.get(entry.subscriber.outbound.codec(), |codec| {
+                    render(&channel.key, codec)
+                });
+            }
             let mut shard = parking_lot::RwLockUpgradableReadGuard::upgrade(shard);
             let Some(Channel {
                 key, subscribers, ..
@@ -232,10 +240,11 @@ impl Hub {
             else {
                 return 0;
             };
-            let mut encodings = Encodings::new(|codec| render(key, codec));
             let mut queued = 0;
             for entry in subscribers.values_mut() {
-                let encoded = encodings.get(entry.subscriber.outbound.codec());
+                let encoded = encodings.get(entry.subscriber.outbound.codec(), |codec| {
+                    render(key, codec)
+                });
                 match &mut entry.held {
                     Some(held) if held.len() < JOIN_BUFFER_LIMIT => {
                         held.push((offset, encoded.clone()))
@@ -258,10 +267,11 @@ impl Hub {
                 .fetch_add(queued as u64, Ordering::Relaxed);
             return queued;
         }
-        let mut encodings = Encodings::new(|codec| render(&channel.key, codec));
         let mut queued = 0;
         for entry in channel.subscribers.values() {
-            let encoded = encodings.get(entry.subscriber.outbound.codec());
+            let encoded = encodings.get(entry.subscriber.outbound.codec(), |codec| {
+                render(&channel.key, codec)
+            });
             queued += self.offer(&entry.subscriber, encoded);
         }
         self.stats

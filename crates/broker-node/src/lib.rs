@@ -33,6 +33,6 @@ pub use codec::{Codec, CodecRef, NATIVE};
 pub use hub::Hub;
 pub use key::{ChannelKey, KeyError, Scope};
 pub use node::{
-    ClusterParts, Join, Membership, Node, NodeError, NodeStats, Parts, Recovery, SubscribeOutcome,
+    Alone, Join, Membership, Node, NodeError, NodeStats, Parts, Recovery, SubscribeOutcome,
 };
 pub use outbound::{ConnId, EncodedFrame, Outbound, Receiver, Subscriber};

@@ -87,32 +87,45 @@ pub struct NodeStats {
 /// The gateways of a cluster, as a store keeps them.
 #[async_trait]
 pub trait Membership: Send + Sync + 'static {
-    /// The gateways whose registration is current.
-    async fn nodes(&self) -> Result<Vec<NodeInfo>, StoreError>;
-    /// Removes this gateway's registration (its heartbeat is stopped first).
+    /// The gateways whose registration is current; `this` is the asking
+    /// node as it would be listed.
+    async fn nodes(&self, this: NodeInfo) -> Result<Vec<NodeInfo>, StoreError>;
+    /// Removes this gateway's registration (the node stops its background
+    /// work, a heartbeat included, first).
     async fn deregister(&self);
 }
 
-/// What a node of a cluster has beyond a single node's parts.
-pub struct ClusterParts {
-    pub membership: Arc<dyn Membership>,
-    /// Where cluster-wide rate limits live.
-    pub limits: Arc<dyn SharedStore>,
-    /// The backplane's health counters.
-    pub stats: Arc<BackplaneStats>,
+/// A node on its own: the only member of its cluster.
+pub struct Alone;
+
+#[async_trait]
+impl Membership for Alone {
+    async fn nodes(&self, this: NodeInfo) -> Result<Vec<NodeInfo>, StoreError> {
+        Ok(vec![this])
+    }
+
+    async fn deregister(&self) {}
 }
 
 /// A node's parts, assembled by whoever chooses the stores: in memory for
-/// a single node ([`Parts::memory`]), `herald-redis` for a cluster.
+/// a single node ([`Parts::memory`]), `herald_redis::cluster_parts` for a
+/// cluster.
 pub struct Parts {
     pub hub: Arc<Hub>,
     /// Open connections on this node (the gateway keeps it current; a
     /// registry heartbeat reads it).
     pub connections: Arc<AtomicUsize>,
     pub backplane: Arc<dyn Backplane>,
+    /// The backplane's health counters (all zero in memory).
+    pub stats: Arc<BackplaneStats>,
     pub history: Arc<dyn HistoryStore>,
     pub presence: Arc<dyn PresenceStore>,
-    pub cluster: Option<ClusterParts>,
+    pub membership: Arc<dyn Membership>,
+    /// Where cluster-wide rate limits live; `None` where limits are the
+    /// node's own.
+    pub shared_limits: Option<Arc<dyn SharedStore>>,
+    /// When the node started, epoch milliseconds.
+    pub started_at_ms: u64,
     /// The adapters' background tasks, stopped in order on shutdown.
     pub background: Background,
 }
@@ -128,8 +141,11 @@ impl Parts {
             hub,
             connections: Arc::new(AtomicUsize::new(0)),
             backplane,
+            stats: Arc::new(BackplaneStats::default()),
             history,
-            cluster: None,
+            membership: Arc::new(Alone),
+            shared_limits: None,
+            started_at_ms: herald_protocol::now_ms(),
             background: Background::new(),
         }
     }
@@ -142,9 +158,11 @@ pub struct Node {
     pub connections: Arc<AtomicUsize>,
     hub: Arc<Hub>,
     backplane: Arc<dyn Backplane>,
+    stats: Arc<BackplaneStats>,
     history: Arc<dyn HistoryStore>,
     presence: Arc<dyn PresenceStore>,
-    cluster: Option<ClusterParts>,
+    membership: Arc<dyn Membership>,
+    shared_limits: Option<Arc<dyn SharedStore>>,
     background: Background,
 }
 
@@ -153,13 +171,15 @@ impl Node {
     pub fn new(id: impl Into<String>, parts: Parts) -> Arc<Node> {
         Arc::new(Node {
             id: id.into(),
-            started_at_ms: herald_protocol::now_ms(),
+            started_at_ms: parts.started_at_ms,
             connections: parts.connections,
             hub: parts.hub,
             backplane: parts.backplane,
+            stats: parts.stats,
             history: parts.history,
             presence: parts.presence,
-            cluster: parts.cluster,
+            membership: parts.membership,
+            shared_limits: parts.shared_limits,
             background: parts.background,
         })
     }
@@ -173,51 +193,42 @@ impl Node {
         &self.id
     }
 
-    /// When the node started, epoch milliseconds.
-    pub fn started_at_ms(&self) -> u64 {
-        self.started_at_ms
-    }
-
     /// Whether the node can serve: always in embedded mode; in a cluster,
     /// while Redis answers and the node's probe comes back.
     pub fn ready(&self) -> bool {
         self.backplane.ready()
     }
 
-    /// The live nodes of the cluster (this one alone in embedded mode).
+    /// The live nodes of the cluster (this one alone in embedded mode);
+    /// `address` is where this node serves.
     pub async fn nodes(&self, address: &str) -> Result<Vec<NodeInfo>, NodeError> {
-        match &self.cluster {
-            Some(cluster) => cluster
-                .membership
-                .nodes()
-                .await
-                .map_err(NodeError::Registry),
-            None => Ok(vec![NodeInfo {
-                id: self.id.clone(),
-                address: address.to_owned(),
-                connections: self.connections.load(Ordering::Relaxed),
-                started_at: self.started_at_ms.to_string(),
-            }]),
-        }
+        let this = NodeInfo {
+            id: self.id.clone(),
+            address: address.to_owned(),
+            connections: self.connections.load(Ordering::Relaxed),
+            started_at: self.started_at_ms.to_string(),
+        };
+        self.membership
+            .nodes(this)
+            .await
+            .map_err(NodeError::Registry)
     }
 
     /// Stops the adapters' background work, in order, then leaves the
     /// cluster's registry (on shutdown).
     pub async fn shutdown(&self) {
         self.background.stop().await;
-        if let Some(cluster) = &self.cluster {
-            cluster.membership.deregister().await;
-        }
+        self.membership.deregister().await;
     }
 
     /// Where cluster-wide rate limits live, in a cluster.
     pub fn shared_limits(&self) -> Option<Arc<dyn SharedStore>> {
-        self.cluster.as_ref().map(|c| Arc::clone(&c.limits))
+        self.shared_limits.clone()
     }
 
-    /// The backplane's health counters, in a cluster.
-    pub fn backplane_stats(&self) -> Option<&BackplaneStats> {
-        self.cluster.as_ref().map(|c| &*c.stats)
+    /// The backplane's health counters.
+    pub fn backplane_stats(&self) -> &BackplaneStats {
+        &self.stats
     }
 
     /// Subscribes a connection and queues its reply, made by `reply` from

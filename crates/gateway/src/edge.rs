@@ -2,12 +2,13 @@
 //! client's address, the per-IP connection limit, and rate-limit
 //! rejections.
 //!
-//! Credentials are read one way everywhere ([`Credentials`]): values are
-//! trimmed, and a bearer token (`Authorization: Bearer`, or `?token=` on an
-//! upgrade) is looked at before an API key (`X-API-Key`, or `?apiKey=` on
-//! an upgrade). The server API takes either as an API key; a client
-//! connection takes the bearer as a user JWT and the API key as a
-//! server-side connection.
+//! Credentials are read one way everywhere ([`Credentials`]): from the same
+//! headers, plus the query on an upgrade, trimmed; a credential sent empty
+//! is still a credential (and fails), never taken for none. Each kind of
+//! endpoint then has one order: the server API takes `X-API-Key`, else the
+//! bearer, as the app's API key ([`Credentials::server_key`]); a client
+//! connection takes the bearer as a user JWT, else the API key as a
+//! server-side connection, else is anonymous ([`authenticate_connection`]).
 //!
 //! A client connection is admitted by [`admit`], a middleware any upgrade
 //! endpoint sits behind: shutdown, then the per-IP limit (before any
@@ -50,10 +51,7 @@ struct CredentialParams {
 }
 
 fn trimmed(value: Option<&str>) -> Option<String> {
-    value
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
-        .map(str::to_owned)
+    value.map(|v| v.trim().to_owned())
 }
 
 impl Credentials {
@@ -70,22 +68,29 @@ impl Credentials {
     }
 
     /// From headers and the query string (upgrade endpoints); a query
-    /// parameter wins over the header of the same kind.
-    pub fn from_upgrade(headers: &HeaderMap, query: Option<&str>) -> Self {
-        let params: CredentialParams = query
-            .and_then(|q| serde_urlencoded::from_str(q).ok())
-            .unwrap_or_default();
+    /// parameter wins over the header of the same kind. A query that cannot
+    /// be read (a parameter given twice, say) is refused.
+    pub fn from_upgrade(headers: &HeaderMap, query: Option<&str>) -> Result<Self, ErrorBody> {
+        let params: CredentialParams = match query {
+            Some(q) => serde_urlencoded::from_str(q).map_err(|e| {
+                ErrorBody::new(
+                    ErrorCode::RealtimeInvalidChannelRequest,
+                    format!("invalid query string: {e}"),
+                )
+            })?,
+            None => CredentialParams::default(),
+        };
         let from_headers = Credentials::from_headers(headers);
-        Credentials {
+        Ok(Credentials {
             bearer: trimmed(params.token.as_deref()).or(from_headers.bearer),
             api_key: trimmed(params.api_key.as_deref()).or(from_headers.api_key),
             app: trimmed(params.app.as_deref()),
-        }
+        })
     }
 
-    /// The API key of a server-API call: the bearer, else `X-API-Key`.
+    /// The API key of a server-API call: `X-API-Key`, else the bearer.
     pub fn server_key(&self) -> Option<&str> {
-        self.bearer.as_deref().or(self.api_key.as_deref())
+        self.api_key.as_deref().or(self.bearer.as_deref())
     }
 }
 
@@ -213,7 +218,10 @@ pub async fn admit(
             .inc();
         return refuse_connection(&state, StatusCode::TOO_MANY_REQUESTS, rate_limited(wait));
     }
-    let credentials = Credentials::from_upgrade(headers, request.uri().query());
+    let credentials = match Credentials::from_upgrade(headers, request.uri().query()) {
+        Ok(credentials) => credentials,
+        Err(e) => return refuse_connection(&state, StatusCode::BAD_REQUEST, e),
+    };
     let (app, identity) = match authenticate_connection(&state, &credentials) {
         Ok(found) => found,
         Err(e) => return refuse_connection(&state, StatusCode::UNAUTHORIZED, e),
@@ -242,15 +250,18 @@ mod tests {
         let c = Credentials::from_headers(&h);
         assert_eq!(c.bearer.as_deref(), Some("abc"));
         assert_eq!(c.api_key.as_deref(), Some("key-1"));
-        assert_eq!(c.server_key(), Some("abc"));
-        let c = Credentials::from_upgrade(&h, Some("apiKey=%20key-2&app=a1"));
+        assert_eq!(c.server_key(), Some("key-1"));
+        let c = Credentials::from_upgrade(&h, Some("apiKey=%20key-2&app=a1")).unwrap();
         assert_eq!(c.api_key.as_deref(), Some("key-2"));
         assert_eq!(c.bearer.as_deref(), Some("abc"));
         assert_eq!(c.app.as_deref(), Some("a1"));
-        let c = Credentials::from_upgrade(&HeaderMap::new(), Some("token=t&x=1"));
+        let c = Credentials::from_upgrade(&HeaderMap::new(), Some("token=t&x=1")).unwrap();
         assert_eq!(c.bearer.as_deref(), Some("t"));
+        // Sent empty is sent: it fails as a credential, it is not "none".
         let empty = Credentials::from_headers(&headers(&[("x-api-key", "  ")]));
-        assert_eq!(empty, Credentials::default());
+        assert_eq!(empty.api_key.as_deref(), Some(""));
+        let e = Credentials::from_upgrade(&HeaderMap::new(), Some("token=a&token=b")).unwrap_err();
+        assert_eq!(e.code, ErrorCode::RealtimeInvalidChannelRequest);
     }
 
     #[test]

@@ -213,9 +213,7 @@ impl NodeCollector {
     fn values(&self) -> [u64; 9] {
         let stats = self.node.stats();
         let counter = |read: fn(&BackplaneStats) -> &AtomicU64| {
-            self.node
-                .backplane_stats()
-                .map_or(0, |b| read(b).load(Ordering::Relaxed))
+            read(self.node.backplane_stats()).load(Ordering::Relaxed)
         };
         [
             stats.channels as u64,

@@ -196,11 +196,16 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
     }
 }
 
+/// A shared store's failure; the store's own error type says how.
+pub type StoreError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Where cluster-wide GCRA state lives (Redis). One call per check.
 #[async_trait]
 pub trait SharedStore: Send + Sync + 'static {
-    /// Runs one GCRA check of `limit` on `key` atomically.
-    async fn check(&self, key: &str, limit: Limit) -> Result<Decision, String>;
+    /// Runs one GCRA check of `limit` on `key` atomically. Any error
+    /// (unreachable, timed out, a reply of the wrong shape) is answered from
+    /// the local share.
+    async fn check(&self, key: &str, limit: Limit) -> Result<Decision, StoreError>;
     /// How many nodes share the cluster now (for the fallback share).
     fn live_nodes(&self) -> usize;
 }
@@ -378,7 +383,7 @@ mod tests {
 
     #[async_trait]
     impl SharedStore for Down {
-        async fn check(&self, _: &str, _: Limit) -> Result<Decision, String> {
+        async fn check(&self, _: &str, _: Limit) -> Result<Decision, StoreError> {
             Err("down".into())
         }
         fn live_nodes(&self) -> usize {

@@ -85,10 +85,13 @@ impl HistoryStore for RedisHistory {
             );
         };
         let mut publications = Vec::new();
+        // An entry that cannot be read is skipped and logged; the read is
+        // then not complete.
+        let mut skipped = false;
         while let (Some(offset), Some(body)) = (values.next(), values.next()) {
             let (Some(offset), Some(body)) = (offset.as_u64(), body.into_string()) else {
-                // Counted as missing: the read is then not complete.
                 tracing::warn!(stream, "unreadable history entry, skipped");
+                skipped = true;
                 continue;
             };
             match serde_json::from_str::<Publication>(&body) {
@@ -96,12 +99,16 @@ impl HistoryStore for RedisHistory {
                     offset,
                     publication: Arc::new(p),
                 }),
-                Err(e) => tracing::warn!(stream, offset, error = %e, "unreadable history entry"),
+                Err(e) => {
+                    tracing::warn!(stream, offset, error = %e, "unreadable history entry, skipped");
+                    skipped = true;
+                }
             }
         }
         let offsets: Vec<u64> = publications.iter().map(|p| p.offset).collect();
         let same_epoch = since.is_none_or(|p| p.epoch == epoch && p.offset <= top);
         let complete = same_epoch
+            && !skipped
             && match since {
                 Some(_) => covers_all(after, top, &offsets),
                 // Without a position the read is complete when it reached

@@ -34,7 +34,7 @@ use fred::types::config::{ClusterDiscoveryPolicy, ServerConfig};
 use fred::types::scripts::Script;
 use herald_broker_node::backplane::BackplaneError;
 use herald_broker_node::presence::PresenceError;
-use herald_broker_node::{Background, ClusterParts, Hub, Parts};
+use herald_broker_node::{Background, Hub, Parts};
 use herald_history::HistoryError;
 use herald_protocol::api::NodeInfo;
 use std::sync::atomic::AtomicUsize;
@@ -155,45 +155,41 @@ pub struct ClusterOptions {
 /// Connects to Redis and assembles the parts of node `id` of a cluster:
 /// publications, history and presence go through Redis, and the node
 /// registers itself there. The background tasks (topic manager, receive
-/// loop, probe, registry heartbeat, presence refresh and sweep) are in the
-/// parts' `background`, the heartbeat first so that it stops before the
-/// node deregisters.
+/// loop, probe, presence refresh and sweep, registry heartbeat) are in the
+/// parts' `background`.
 pub async fn cluster_parts(id: &str, options: ClusterOptions) -> RedisResult<Parts> {
     let redis = Arc::new(Redis::connect(&options.redis_url).await?);
     let hub = Arc::new(Hub::new());
     let connections = Arc::new(AtomicUsize::new(0));
+    let started_at_ms = herald_protocol::now_ms();
     let background = Background::new();
+    let backplane =
+        backplane::RedisBackplane::start(Arc::clone(&redis), Arc::clone(&hub), id, &background)
+            .await;
+    let presence =
+        presence::RedisPresence::start(Arc::clone(&redis), options.presence_ttl, &background);
     let registry = registry::Registry::start(
         Arc::clone(&redis),
         NodeInfo {
             id: id.to_owned(),
             address: options.address,
             connections: 0,
-            started_at: herald_protocol::now_ms().to_string(),
+            started_at: started_at_ms.to_string(),
         },
         Arc::clone(&connections),
         &background,
     );
-    let backplane =
-        backplane::RedisBackplane::start(Arc::clone(&redis), Arc::clone(&hub), id, &background)
-            .await;
-    let presence =
-        presence::RedisPresence::start(Arc::clone(&redis), options.presence_ttl, &background);
-    let limits = Arc::new(limits::RedisLimits::new(
-        Arc::clone(&redis),
-        Arc::clone(&registry.live),
-    ));
+    let limits = limits::RedisLimits::new(Arc::clone(&redis), Arc::clone(&registry.live));
     Ok(Parts {
         hub,
         connections,
-        cluster: Some(ClusterParts {
-            membership: registry,
-            limits,
-            stats: Arc::clone(&backplane.stats),
-        }),
+        stats: Arc::clone(&backplane.stats),
         backplane,
         history: Arc::new(history::RedisHistory::new(redis)),
         presence,
+        membership: registry,
+        shared_limits: Some(Arc::new(limits)),
+        started_at_ms,
         background,
     })
 }
@@ -304,11 +300,7 @@ impl Redis {
         script
             .evalsha_with_reload(&self.client, keys, args)
             .await
-            .map_err(|e| match RedisError::from(e) {
-                // A reply of the wrong shape is the script's fault.
-                RedisError::Protocol(detail) => RedisError::Script(detail),
-                other => other,
-            })
+            .map_err(RedisError::from)
     }
 
     pub(crate) async fn publish_raw(&self, topic: &str, message: String) -> RedisResult<i64> {

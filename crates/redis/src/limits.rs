@@ -5,7 +5,7 @@ use crate::{keys, Redis, RedisError};
 use async_trait::async_trait;
 use fred::prelude::Value;
 use herald_rate_limiter::gcra::Gcra;
-use herald_rate_limiter::{Decision, Limit, SharedStore};
+use herald_rate_limiter::{Decision, Limit, SharedStore, StoreError};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +26,7 @@ impl RedisLimits {
 
 #[async_trait]
 impl SharedStore for RedisLimits {
-    async fn check(&self, key: &str, limit: Limit) -> Result<Decision, String> {
+    async fn check(&self, key: &str, limit: Limit) -> Result<Decision, StoreError> {
         let Some(gcra) = Gcra::new(limit) else {
             return Ok(Decision::UNLIMITED);
         };
@@ -42,9 +42,8 @@ impl SharedStore for RedisLimits {
         // limiter answers from its local share instead.
         let reply: Vec<Value> = tokio::time::timeout(CHECK_TIMEOUT, call)
             .await
-            .map_err(|_| RedisError::Timeout.to_string())?
-            .map_err(|e| e.to_string())?;
-        decision(&reply, gcra.burst).map_err(|e| e.to_string())
+            .map_err(|_| RedisError::Timeout)??;
+        Ok(decision(&reply, gcra.burst)?)
     }
 
     fn live_nodes(&self) -> usize {

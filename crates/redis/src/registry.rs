@@ -38,10 +38,15 @@ impl Registry {
             live: Arc::new(AtomicUsize::new(1)),
         });
         let beating = Arc::clone(&registry);
-        background.spawn("registry heartbeat", async move {
+        // Stopped between beats, never inside one: a beat cut after its
+        // HSET would leave a registration without an expiry.
+        background.spawn_until("registry heartbeat", |stop| async move {
             let mut tick = tokio::time::interval(HEARTBEAT);
             loop {
-                tick.tick().await;
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
                 let info = NodeInfo {
                     connections: connections.load(Ordering::Relaxed),
                     ..info.clone()
@@ -101,29 +106,38 @@ impl Registry {
             if fields.is_empty() {
                 continue;
             }
-            let field = |name: &str| {
-                fields.get(name).cloned().ok_or_else(|| {
-                    RedisError::Protocol(format!("node {id} registered without `{name}`"))
-                })
-            };
-            let connections = field("connections")?;
-            nodes.push(NodeInfo {
-                address: field("address")?,
-                connections: connections.parse().map_err(|_| {
-                    RedisError::Protocol(format!("node {id} has connections `{connections}`"))
-                })?,
-                started_at: field("startedAt")?,
-                id,
-            });
+            match registration(&id, &fields) {
+                Ok(node) => nodes.push(node),
+                Err(e) => tracing::warn!(node = id, error = %e, "unreadable registration, skipped"),
+            }
         }
         nodes.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(nodes)
     }
 }
 
+/// A gateway's registration hash, read back.
+fn registration(id: &str, fields: &HashMap<String, String>) -> RedisResult<NodeInfo> {
+    let field = |name: &str| {
+        fields
+            .get(name)
+            .cloned()
+            .ok_or_else(|| RedisError::Protocol(format!("registered without `{name}`")))
+    };
+    let connections = field("connections")?;
+    Ok(NodeInfo {
+        id: id.to_owned(),
+        address: field("address")?,
+        connections: connections
+            .parse()
+            .map_err(|_| RedisError::Protocol(format!("connections `{connections}`")))?,
+        started_at: field("startedAt")?,
+    })
+}
+
 #[async_trait]
 impl Membership for Registry {
-    async fn nodes(&self) -> Result<Vec<NodeInfo>, StoreError> {
+    async fn nodes(&self, _this: NodeInfo) -> Result<Vec<NodeInfo>, StoreError> {
         Ok(self.list().await?)
     }
 

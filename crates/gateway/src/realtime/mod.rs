@@ -25,7 +25,7 @@ pub use history::HistoryPage;
 pub use publish::{Accepted, Outgoing, MAX_IDEMPOTENCY_KEY};
 pub use refresh::Refreshed;
 pub use session::Session;
-pub use subscribe::Subscribed;
+pub use subscribe::{recovery, Subscribed};
 
 use crate::auth::{verify_channel_token, App};
 use crate::edge::rate_limited;

@@ -4,7 +4,18 @@
 use super::{error, Operation, Session};
 use herald_broker_node::{ChannelKey, EncodedFrame, Join, Recovery, SubscribeOutcome, Subscriber};
 use herald_protocol::client::ChannelRef;
-use herald_protocol::{now_ms, ErrorBody, ErrorCode};
+use herald_protocol::{now_ms, ErrorBody, ErrorCode, StreamPosition};
+
+/// What a subscribe asks to be replayed: everything after `since` (a
+/// reconnecting client; it wins when both are given), else the last
+/// `replay_seconds` (Forge's option), else nothing.
+pub fn recovery(since: Option<StreamPosition>, replay_seconds: Option<u64>) -> Recovery {
+    match (since, replay_seconds) {
+        (Some(since), _) => Recovery::Since(since),
+        (None, Some(seconds)) => Recovery::Window(seconds.saturating_mul(1000)),
+        (None, None) => Recovery::None,
+    }
+}
 
 /// A subscription in place, for the surface to render its reply from.
 pub struct Subscribed<'a> {

@@ -195,6 +195,21 @@ async fn recovery_replays_what_was_missed_and_says_so() {
     assert_eq!(page.read.publications.len(), 2);
 }
 
+#[test]
+fn since_wins_over_replay_seconds_and_seconds_become_milliseconds() {
+    let at = herald_protocol::StreamPosition {
+        epoch: "e".into(),
+        offset: 4,
+    };
+    assert_eq!(
+        recovery(Some(at.clone()), Some(9)),
+        Recovery::Since(at.clone())
+    );
+    assert_eq!(recovery(None, Some(9)), Recovery::Window(9_000));
+    assert_eq!(recovery(None, Some(u64::MAX)), Recovery::Window(u64::MAX));
+    assert_eq!(recovery(None, None), Recovery::None);
+}
+
 #[tokio::test]
 async fn history_reads_at_most_the_gateway_limit() {
     assert_eq!(history_limit(None, 1000), 100);

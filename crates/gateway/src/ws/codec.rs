@@ -5,9 +5,9 @@
 //! `herald_broker_node::codec::Native`, which renders replayed and historic
 //! publications here too.
 
-use crate::realtime::{error, HistoryPage, Session, Subscribed};
+use crate::realtime::{error, recovery, HistoryPage, Session, Subscribed};
 use herald_broker_node::codec::Native;
-use herald_broker_node::{EncodedFrame, Recovery};
+use herald_broker_node::EncodedFrame;
 use herald_protocol::client::{self, Request};
 use herald_protocol::server::{ErrorFrame, PresenceList, Reply, ServerFrame};
 use herald_protocol::{ErrorBody, ErrorCode, StreamPosition};
@@ -86,11 +86,7 @@ async fn handle(
             since,
             replay_seconds,
         } => {
-            let recovery = match (since, replay_seconds) {
-                (Some(since), _) => Recovery::Since(since),
-                (None, Some(seconds)) => Recovery::Window(seconds.saturating_mul(1000)),
-                (None, None) => Recovery::None,
-            };
+            let recovery = recovery(since, replay_seconds);
             // The node queues the reply itself, ahead of the live
             // publications that follow it.
             let render = |s: Subscribed<'_>| id.map(|id| subscribed(id, &s));
