@@ -227,7 +227,11 @@ impl State {
                     Some(Ok(Message::Text(text))) => {
                         let frame: Value = match serde_json::from_str(text.as_str()) {
                             Ok(frame) => frame,
-                            Err(_) => continue,
+                            Err(e) => {
+                                let start: String = text.as_str().chars().take(200).collect();
+                                self.emit(Event::Unreadable { error: e.to_string(), frame: start }).await;
+                                continue;
+                            }
                         };
                         if let Some(ended) = self.handle(&mut conn, frame).await {
                             break ended;

@@ -49,6 +49,10 @@ pub enum Event {
         global: bool,
         recovered: bool,
     },
+    /// The server sent a frame the client could not read (not JSON, or
+    /// nested beyond serde_json's 128 levels). It is skipped; the
+    /// connection goes on. `frame` is its first 200 bytes.
+    Unreadable { error: String, frame: String },
     /// The connection ended; `reconnect` tells whether the client goes on.
     Disconnected {
         code: Option<u16>,

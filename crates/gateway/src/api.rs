@@ -213,6 +213,7 @@ async fn try_publish(
             event: req.event,
             payload: Arc::from(req.payload),
             idempotency_key: req.options.idempotency_key.as_deref(),
+            sender: "app",
             surface: "http",
         },
     )

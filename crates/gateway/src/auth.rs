@@ -166,6 +166,12 @@ pub struct UserClaims {
     pub sub: String,
     pub app: String,
     pub exp: u64,
+    /// Not before (epoch seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
+    /// Issued at (epoch seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -176,6 +182,9 @@ fn token_error(code: ErrorCode) -> ErrorBody {
     ErrorBody::new(code, "")
 }
 
+/// How far `nbf` and `iat` may lie in the future: clocks drift a little.
+pub const CLOCK_LEEWAY_SECONDS: u64 = 5;
+
 fn strict(algorithms: Vec<Algorithm>) -> Validation {
     let mut v = Validation::new(algorithms[0]);
     v.algorithms = algorithms;
@@ -183,6 +192,43 @@ fn strict(algorithms: Vec<Algorithm>) -> Validation {
     v.validate_exp = true;
     v.set_required_spec_claims(&["exp"]);
     v
+}
+
+/// A user JWT's checks: `strict`, plus the app's issuer and audience when
+/// it names them. `nbf` and `iat` are checked apart, with a leeway.
+fn for_user(algorithms: Vec<Algorithm>, app: &AppConfig) -> Validation {
+    let mut v = strict(algorithms);
+    v.validate_nbf = false;
+    let mut required = vec!["exp"];
+    match &app.issuer {
+        Some(iss) => {
+            v.set_issuer(&[iss]);
+            required.push("iss");
+        }
+        None => v.iss = None,
+    }
+    match &app.audience {
+        Some(aud) => {
+            v.set_audience(&[aud]);
+            required.push("aud");
+        }
+        None => v.validate_aud = false,
+    }
+    v.set_required_spec_claims(&required);
+    v
+}
+
+/// Whether the token's header names critical extensions (`crit`): Herald
+/// implements none, so such a token must be refused (RFC 7515, 4.1.11).
+fn has_crit_header(token: &str) -> bool {
+    use base64::Engine;
+    let Some(segment) = token.split('.').next() else {
+        return false;
+    };
+    let Ok(bytes) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(segment) else {
+        return false;
+    };
+    serde_json::from_slice::<Map<String, Value>>(&bytes).is_ok_and(|h| h.contains_key("crit"))
 }
 
 fn decode_error(e: jsonwebtoken::errors::Error) -> ErrorBody {
@@ -204,6 +250,9 @@ pub fn verify_user_token(apps: &Apps, token: &str) -> Result<(Arc<App>, Identity
     let peek = jsonwebtoken::dangerous::insecure_decode::<Peek>(token).map_err(|_| invalid())?;
     let app = apps.get(&peek.claims.app).ok_or_else(invalid)?;
     let header = jsonwebtoken::decode_header(token).map_err(|_| invalid())?;
+    if has_crit_header(token) {
+        return Err(invalid());
+    }
     let (key, algorithms) = match header.alg {
         Algorithm::HS256 => {
             let (_, key) = app.secret.as_ref().ok_or_else(invalid)?;
@@ -214,10 +263,18 @@ pub fn verify_user_token(apps: &Apps, token: &str) -> Result<(Arc<App>, Identity
             (key, algs.clone())
         }
     };
-    let data = jsonwebtoken::decode::<UserClaims>(token, key, &strict(algorithms))
+    let data = jsonwebtoken::decode::<UserClaims>(token, key, &for_user(algorithms, &app.config))
         .map_err(decode_error)?;
     let claims = data.claims;
     if claims.app != app.config.id || claims.sub.is_empty() {
+        return Err(invalid());
+    }
+    let now = jsonwebtoken::get_current_timestamp();
+    let ahead = |at: Option<u64>| at.is_some_and(|t| t > now + CLOCK_LEEWAY_SECONDS);
+    if ahead(claims.nbf) || ahead(claims.iat) {
+        return Err(invalid());
+    }
+    if claims.exp.saturating_sub(now) > app.config.user_token_max_lifetime_seconds {
         return Err(invalid());
     }
     Ok((
@@ -352,6 +409,8 @@ mod tests {
                 sub: "u-1".into(),
                 app: app.into(),
                 exp,
+                nbf: None,
+                iat: None,
                 role: None,
                 ctx: Some(json!({"issue":"1"}).as_object().unwrap().clone()),
             },
@@ -362,8 +421,11 @@ mod tests {
     #[test]
     fn user_token_round_trip() {
         let apps = apps();
-        let (app, id) =
-            verify_user_token(&apps, &user_token("dev-secret", "dev", now() + 60)).unwrap();
+        let (app, id) = verify_user_token(
+            &apps,
+            &user_token(crate::config::DEV_JWT_SECRET, "dev", now() + 60),
+        )
+        .unwrap();
         assert_eq!(app.id(), "dev");
         assert_eq!(id.sub(), Some("u-1"));
         assert_eq!(id.context()["issue"], "1");
@@ -374,7 +436,7 @@ mod tests {
         let apps = apps();
         let code = |t: &str| verify_user_token(&apps, t).unwrap_err().code;
         assert_eq!(
-            code(&user_token("dev-secret", "dev", now() - 5)),
+            code(&user_token(crate::config::DEV_JWT_SECRET, "dev", now() - 5)),
             ErrorCode::TokenExpired
         );
         assert_eq!(
@@ -383,7 +445,11 @@ mod tests {
         );
         // Signed by one app's key, claiming another app.
         assert_eq!(
-            code(&user_token("dev-secret", "other", now() + 60)),
+            code(&user_token(
+                crate::config::DEV_JWT_SECRET,
+                "other",
+                now() + 60
+            )),
             ErrorCode::InvalidToken
         );
         assert_eq!(code("garbage"), ErrorCode::InvalidToken);
@@ -405,6 +471,8 @@ mod tests {
             sub: "u-ec".into(),
             app: "ec".into(),
             exp: now() + 60,
+            nbf: None,
+            iat: None,
             role: None,
             ctx: None,
         };
@@ -442,7 +510,7 @@ mod tests {
             verify_channel_token(dev, &old, "ch").unwrap_err().code,
             ErrorCode::TokenExpired
         );
-        let user = user_token("dev-secret", "dev", now() + 60);
+        let user = user_token(crate::config::DEV_JWT_SECRET, "dev", now() + 60);
         assert_eq!(
             verify_channel_token(dev, &user, "ch").unwrap_err().code,
             ErrorCode::InvalidToken

@@ -28,6 +28,8 @@ pub struct Config {
     pub max_frame_bytes: usize,
     /// Largest `payload` of a publish (WebSocket or server API), in bytes.
     pub max_payload_bytes: usize,
+    /// Deepest nesting of arrays and objects a payload may have.
+    pub max_payload_depth: usize,
     /// Channels one connection may be subscribed to at once.
     pub max_subscriptions_per_connection: usize,
     /// Frames queued for one connection before it counts as a slow consumer
@@ -65,9 +67,16 @@ pub struct Config {
     /// and at once; over it the upgrade gets HTTP 429. 0 disables.
     pub connections_per_second_per_ip: u32,
     pub connections_burst_per_ip: u32,
-    /// Take the client IP from the first `X-Forwarded-For` entry (behind a
-    /// trusted load balancer) instead of the peer address.
+    /// Take the client IP from `X-Forwarded-For` (behind trusted proxies)
+    /// instead of the peer address.
     pub trust_forwarded_for: bool,
+    /// How many trusted proxies append to `X-Forwarded-For` in front of the
+    /// gateway: the client is the entry this many places from the right.
+    /// Entries further left are the client's own claims and never used.
+    pub trusted_proxy_hops: usize,
+    /// When set, `/metrics` answers only requests with
+    /// `Authorization: Bearer <metrics_token>`.
+    pub metrics_token: Option<String>,
     /// How long an `idempotencyKey` is remembered per channel: a publish
     /// repeating it within this window is not published again.
     pub idempotency_window_seconds: u64,
@@ -99,6 +108,7 @@ impl Default for Config {
             node_id: None,
             max_frame_bytes: 64 * 1024,
             max_payload_bytes: 64 * 1024,
+            max_payload_depth: 64,
             max_subscriptions_per_connection: 128,
             outbound_queue_frames: 1024,
             write_delay_ms: 0,
@@ -116,6 +126,8 @@ impl Default for Config {
             connections_per_second_per_ip: 100,
             connections_burst_per_ip: 200,
             trust_forwarded_for: false,
+            trusted_proxy_hops: 1,
+            metrics_token: None,
             log_level: "info".into(),
             log_format: LogFormat::Text,
             apps: Vec::new(),
@@ -158,6 +170,27 @@ pub struct AppConfig {
     /// (`REALTIME_CHANNEL_NOT_FOUND` otherwise).
     pub require_channel_definitions: bool,
     pub channels: Vec<ChannelDefinition>,
+    /// When set, user JWTs must carry this `iss`.
+    pub issuer: Option<String>,
+    /// When set, user JWTs must carry this `aud` (one of theirs); when
+    /// unset, `aud` is not looked at.
+    pub audience: Option<String>,
+    /// Channel names (exact, or a prefix ending in `*`) only the app's
+    /// backend may publish on (the server API, or an API-key connection):
+    /// users and anonymous clients are refused.
+    pub server_only_channels: Vec<String>,
+    /// Whether users may publish on global channels (scoped channels are
+    /// theirs to publish on either way).
+    pub user_publish_global: bool,
+    /// Whether anonymous connections may publish at all.
+    pub anonymous_publish: bool,
+    /// Browser origins allowed to open connections (`Origin` header, e.g.
+    /// `https://app.example.com`); empty allows any. Connections without an
+    /// `Origin` (servers, native apps) are not affected.
+    pub allowed_origins: Vec<String>,
+    /// The longest a user JWT may still be valid for when it is presented:
+    /// one whose `exp` is further out is refused.
+    pub user_token_max_lifetime_seconds: u64,
 }
 
 impl Default for AppConfig {
@@ -176,6 +209,13 @@ impl Default for AppConfig {
             publish_requires_subscription: false,
             require_channel_definitions: false,
             channels: Vec::new(),
+            issuer: None,
+            audience: None,
+            server_only_channels: Vec::new(),
+            user_publish_global: true,
+            anonymous_publish: false,
+            allowed_origins: Vec::new(),
+            user_token_max_lifetime_seconds: 7 * 24 * 3600,
         }
     }
 }
@@ -196,10 +236,15 @@ fn yes() -> bool {
 
 impl ChannelDefinition {
     pub fn matches(&self, channel: &str) -> bool {
-        match self.name.strip_suffix('*') {
-            Some(prefix) => channel.starts_with(prefix),
-            None => self.name == channel,
-        }
+        matches_pattern(&self.name, channel)
+    }
+}
+
+/// A channel pattern: an exact name, or a prefix ending in `*`.
+pub fn matches_pattern(pattern: &str, channel: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => channel.starts_with(prefix),
+        None => pattern == channel,
     }
 }
 
@@ -216,7 +261,7 @@ pub struct Overrides {
 /// any app. Its credentials are public: never use it beyond a laptop.
 pub const DEV_APP: &str = "dev";
 pub const DEV_API_KEY: &str = "dev-key";
-pub const DEV_JWT_SECRET: &str = "dev-secret";
+pub const DEV_JWT_SECRET: &str = "dev-secret-public-never-use-in-production";
 
 pub fn dev_app() -> AppConfig {
     AppConfig {
@@ -242,6 +287,37 @@ pub enum ConfigError {
 /// Loads the configuration: `file` (or `HERALD_CONFIG`), then `HERALD_*`
 /// variables, then `overrides`. Returns it with whether the development app
 /// was added because no app was configured.
+/// Shortest `jwt_secret` `check-config` accepts, in bytes (HS256 wants a
+/// key at least as long as its 32-byte hash).
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// What is wrong with the apps' JWT secrets: too short, or one secret
+/// shared by several apps (a token of one would then verify as the other's
+/// signature). `check-config` refuses these; `serve` warns.
+pub fn secret_problems(config: &Config) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut seen: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
+    for app in &config.apps {
+        let Some(secret) = app.jwt_secret.as_deref() else {
+            continue;
+        };
+        if secret.len() < MIN_SECRET_BYTES {
+            problems.push(format!(
+                "app `{}`: jwt_secret is {} bytes; use at least {MIN_SECRET_BYTES} random bytes",
+                app.id,
+                secret.len()
+            ));
+        }
+        if let Some(other) = seen.insert(secret, &app.id) {
+            problems.push(format!(
+                "apps `{other}` and `{}` share one jwt_secret; give each its own",
+                app.id
+            ));
+        }
+    }
+    problems
+}
+
 pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<(Config, bool), ConfigError> {
     let mut figment = Figment::from(Serialized::defaults(Config::default()));
     if let Some(path) = file {

@@ -120,20 +120,30 @@ pub fn authenticate_connection(
     }
 }
 
-/// The client's address: the peer, or the first `X-Forwarded-For` entry
-/// when the gateway is told to trust it.
+/// The client's address: the peer, or, when the gateway trusts its
+/// proxies, the `X-Forwarded-For` entry `trusted_proxy_hops` places from
+/// the right (what the outermost trusted proxy saw). Entries to its left
+/// are whatever the client sent and are never used; a header with fewer
+/// entries than hops did not come through every proxy, and the peer is
+/// used.
 pub fn client_ip(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
-    if state.config.trust_forwarded_for {
-        let forwarded = headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .and_then(|ip| ip.trim().parse().ok());
-        if let Some(ip) = forwarded {
-            return ip;
-        }
+    if !state.config.trust_forwarded_for {
+        return peer.ip();
     }
-    peer.ip()
+    let hops = state.config.trusted_proxy_hops.max(1);
+    // Several headers count as one list, in order.
+    let entries: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    entries
+        .len()
+        .checked_sub(hops)
+        .and_then(|at| entries[at].parse().ok())
+        .unwrap_or(peer.ip())
 }
 
 /// `RATE_LIMIT_EXCEEDED`, retry after `wait` (at least 1 ms).
@@ -170,6 +180,23 @@ pub fn refusal<T: Serialize>(
         }
     }
     response
+}
+
+/// Refuses a browser connection from an origin the app does not list
+/// (where it lists any).
+fn check_origin(app: &App, headers: &HeaderMap) -> Result<(), ErrorBody> {
+    let allowed = &app.config.allowed_origins;
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let origin = origin.to_str().unwrap_or_default().trim_end_matches('/');
+    if allowed.is_empty() || allowed.iter().any(|a| a.trim_end_matches('/') == origin) {
+        return Ok(());
+    }
+    Err(ErrorBody::new(
+        ErrorCode::Unauthorized,
+        format!("origin `{origin}` is not allowed for this app"),
+    ))
 }
 
 /// A connection that passed admission.
@@ -226,6 +253,9 @@ pub async fn admit(
         Ok(found) => found,
         Err(e) => return refuse_connection(&state, StatusCode::UNAUTHORIZED, e),
     };
+    if let Err(e) = check_origin(&app, request.headers()) {
+        return refuse_connection(&state, StatusCode::FORBIDDEN, e);
+    }
     request
         .extensions_mut()
         .insert(Admitted { app, identity, ip });

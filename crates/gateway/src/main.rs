@@ -146,6 +146,9 @@ fn init_logging(config: &Config) {
 fn serve(file: Option<PathBuf>, overrides: Overrides) -> Result<(), String> {
     let (config, dev) = config::load(file.as_deref(), &overrides).map_err(|e| e.to_string())?;
     init_logging(&config);
+    for problem in config::secret_problems(&config) {
+        tracing::warn!("{problem} (`herald check-config` refuses this configuration)");
+    }
     let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     runtime.block_on(async move {
         let server = server::Server::bind(config.clone()).await?;
@@ -218,6 +221,8 @@ fn mint(
             sub,
             app: app.id.clone(),
             exp,
+            nbf: None,
+            iat: None,
             role,
             ctx,
         },
@@ -242,7 +247,12 @@ fn check_config(file: Option<PathBuf>) -> Result<(), String> {
     let (config, dev) =
         config::load(file.as_deref(), &Overrides::default()).map_err(|e| e.to_string())?;
     auth::Apps::new(&config.apps)?;
+    let problems = config::secret_problems(&config);
+    if !problems.is_empty() {
+        return Err(problems.join("\n"));
+    }
     let mut shown = config.clone();
+    shown.redis_url = shown.redis_url.as_deref().map(herald_redis::redact);
     for app in &mut shown.apps {
         app.api_keys = app
             .api_keys

@@ -2,12 +2,12 @@
 
 use crate::api;
 use crate::config::Config;
-use crate::edge;
+use crate::edge::{self, Credentials};
 use crate::state::AppState;
 use crate::ws;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::serve::ListenerExt;
 use axum::{middleware, Router};
@@ -44,7 +44,13 @@ async fn ready(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     }
 }
 
-async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if let Some(token) = &state.config.metrics_token {
+        let sent = Credentials::from_headers(&headers).bearer;
+        if sent.as_deref() != Some(token.as_str()) {
+            return (StatusCode::UNAUTHORIZED, "metrics need the metrics token").into_response();
+        }
+    }
     state
         .metrics
         .ratelimit_fallback
@@ -53,6 +59,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),
     )
+        .into_response()
 }
 
 /// A bound, not yet serving, server.

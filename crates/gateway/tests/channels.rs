@@ -263,7 +263,9 @@ fn expired_channel_token(app: &str, channel: &str) -> String {
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
         &json!({"typ":"herald.channel","app":app,"ch":channel,"claims":{},
                 "perms":["subscribe","publish"],"iat":now - 120,"exp":now - 60}),
-        &jsonwebtoken::EncodingKey::from_secret(format!("secret-{app}").as_bytes()),
+        &jsonwebtoken::EncodingKey::from_secret(
+            format!("secret-{app}-test-only-0123456789abcdefghij").as_bytes(),
+        ),
     )
     .unwrap()
 }
@@ -325,7 +327,7 @@ async fn apps_are_isolated() {
     let forged = jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
         &json!({"sub":"x","app":"app2","exp":common::now_secs() + 60}),
-        &jsonwebtoken::EncodingKey::from_secret(b"secret-app1"),
+        &jsonwebtoken::EncodingKey::from_secret(b"secret-app1-test-only-0123456789abcdefghij"),
     )
     .unwrap();
     let status = reqwest::get(h.http(&format!("/v1/ws?token={forged}")))

@@ -150,6 +150,9 @@ async fn replay_seconds_across_gateways() {
     assert_eq!(payloads, vec![&json!("new1"), &json!("new2")]);
 }
 
+/// A key is the sender's: one user's two connections on two gateways
+/// publish once; the app's backend, from any gateway, publishes once under
+/// its own scope.
 #[tokio::test]
 async fn idempotent_publish_from_two_gateways_is_one_event() {
     let redis = RedisServer::start();
@@ -157,7 +160,7 @@ async fn idempotent_publish_from_two_gateways_is_one_event() {
     let mut sub = g[2].user("app1", "s", json!({})).await;
     sub.subscribe("once").await;
     let mut a = g[0].user("app1", "a", json!({})).await;
-    let mut b = g[1].user("app1", "b", json!({})).await;
+    let mut b = g[1].user("app1", "a", json!({})).await;
     let frame =
         json!({"type":"publish","channel":"once","payload":"x","idempotencyKey":"order-42"});
     let first = a.ok(frame.clone()).await;
@@ -165,16 +168,16 @@ async fn idempotent_publish_from_two_gateways_is_one_event() {
     assert!(first["eventId"].is_string());
     assert_eq!(first["eventId"], second["eventId"]);
     assert_eq!(first["eventTimestamp"], second["eventTimestamp"]);
-    // The server API too.
-    let (_, third, _) = g[1]
-        .post(
-            "/api/v1/publish",
-            "key-app1",
-            json!({"channel":"once","payload":"x","options":{"idempotencyKey":"order-42"}}),
-        )
-        .await;
-    assert_eq!(third["eventId"], first["eventId"]);
     assert_eq!(sub.expect("event").await["payload"], "x");
+    sub.expect_no_event(Duration::from_millis(500)).await;
+    // The server API, from two gateways: once, apart from the user's.
+    let body = json!({"channel":"once","payload":"z","options":{"idempotencyKey":"order-42"}});
+    let (_, third, _) = g[1].post("/api/v1/publish", "key-app1", body.clone()).await;
+    let (_, fourth, _) = g[0].post("/api/v1/publish", "key-app1", body).await;
+    assert!(third["eventId"].is_string());
+    assert_ne!(third["eventId"], first["eventId"]);
+    assert_eq!(fourth["eventId"], third["eventId"]);
+    assert_eq!(sub.expect("event").await["payload"], "z");
     sub.expect_no_event(Duration::from_millis(500)).await;
     // Another key publishes.
     a.ok(json!({"type":"publish","channel":"once","payload":"y","idempotencyKey":"order-43"}))

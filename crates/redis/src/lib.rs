@@ -199,24 +199,49 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Reads `redis://host:port[/db]` (standalone) or
 /// `redis-cluster://host:port[,host:port...]` (Redis Cluster).
+/// `url` with the password of its user info replaced by `***`
+/// (`redis://user:***@host`); a user info without `:` is hidden whole.
+/// Every message that names a Redis URL names it this way.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let Some(at) = rest[..end].rfind('@') else {
+        return url.to_owned();
+    };
+    let user = match rest[..at].split_once(':') {
+        Some((user, _)) => format!("{user}:***"),
+        None => "***".to_owned(),
+    };
+    format!("{scheme}://{user}{}", &rest[at..])
+}
+
+/// Reads a URL with fred, naming it redacted if fred refuses it.
+fn from_url(url: &str) -> RedisResult<Config> {
+    Config::from_url(url)
+        .map_err(|e| RedisError::Config(format!("{}: {}", redact(url), e.details())))
+}
+
 pub fn parse_url(url: &str) -> RedisResult<(Config, bool)> {
+    let shown = redact(url);
     if let Some(rest) = url.strip_prefix("redis-cluster://") {
         if rest.contains('?') || rest.contains('@') {
-            let config = Config::from_url(url)?;
+            let config = from_url(url)?;
             return Ok((config, true));
         }
         let mut hosts = Vec::new();
         for part in rest.trim_end_matches('/').split(',') {
-            let (host, port) = part
-                .rsplit_once(':')
-                .ok_or_else(|| RedisError::Config(format!("`{part}` in {url} is not host:port")))?;
+            let (host, port) = part.rsplit_once(':').ok_or_else(|| {
+                RedisError::Config(format!("`{part}` in {shown} is not host:port"))
+            })?;
             let port: u16 = port
                 .parse()
                 .map_err(|_| RedisError::Config(format!("bad port in `{part}`")))?;
             hosts.push((host.to_owned(), port));
         }
         if hosts.is_empty() {
-            return Err(RedisError::Config(format!("{url} names no node")));
+            return Err(RedisError::Config(format!("{shown} names no node")));
         }
         let server = ServerConfig::Clustered {
             hosts: hosts
@@ -234,10 +259,10 @@ pub fn parse_url(url: &str) -> RedisResult<(Config, bool)> {
         ));
     }
     if url.starts_with("redis://") {
-        return Ok((Config::from_url(url)?, false));
+        return Ok((from_url(url)?, false));
     }
     Err(RedisError::Config(format!(
-        "unsupported Redis URL `{url}`: use redis://host:port or redis-cluster://host:port,..."
+        "unsupported Redis URL `{shown}`: use redis://host:port or redis-cluster://host:port,..."
     )))
 }
 
@@ -263,8 +288,9 @@ impl Redis {
         // (`herald_backplane_lagged_total`) and subscribers repair the gap.
         builder.with_performance_config(|p| p.broadcast_channel_capacity = 1 << 14);
         let subscriber = builder.build_subscriber_client()?;
-        let unreachable =
-            |e: FredError| RedisError::Unreachable(format!("cannot connect to {url}: {e}"));
+        let unreachable = |e: FredError| {
+            RedisError::Unreachable(format!("cannot connect to {}: {e}", redact(url)))
+        };
         client.init().await.map_err(unreachable)?;
         subscriber.init().await.map_err(unreachable)?;
         // Re-subscribe every topic after any reconnect.
@@ -369,6 +395,20 @@ mod tests {
             matches!(config.server, ServerConfig::Clustered { ref hosts, .. } if hosts.len() == 2)
         );
         assert!(parse_url("http://x").is_err());
+        assert_eq!(
+            redact("redis://user:s3cret@10.0.0.1:6379/0"),
+            "redis://user:***@10.0.0.1:6379/0"
+        );
+        assert_eq!(redact("redis://:s3cret@h:1"), "redis://:***@h:1");
+        assert_eq!(redact("redis://s3cret@h:1"), "redis://***@h:1");
+        assert_eq!(redact("redis://h:1/?x=a@b"), "redis://h:1/?x=a@b");
+        assert_eq!(redact("redis-cluster://h:1,h:2"), "redis-cluster://h:1,h:2");
+        let e = parse_url("redis-cluster://u:s3cret@nohost:port")
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("s3cret"), "{e}");
+        let e = parse_url("rediss://u:s3cret@h:1").unwrap_err().to_string();
+        assert!(!e.contains("s3cret"), "{e}");
         assert!(parse_url("redis-cluster://nohost").is_err());
     }
 }

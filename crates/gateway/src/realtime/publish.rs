@@ -4,6 +4,7 @@
 
 use super::{error, key_error, Operation, Session};
 use crate::auth::{App, Identity};
+use crate::config::{matches_pattern, AppConfig};
 use crate::state::AppState;
 use herald_broker_node::backplane::Idempotency;
 use herald_broker_node::key::validate_event_name;
@@ -14,6 +15,36 @@ use herald_protocol::{now_ms, timestamp_string, ErrorBody, ErrorCode};
 use serde_json::value::RawValue;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// Whether a client connection's identity may publish on `channel` under
+/// the app's publish rules (the app's backend always may).
+fn may_publish(
+    app: &AppConfig,
+    identity: &Identity,
+    channel: &ChannelRef,
+) -> Result<(), ErrorBody> {
+    let refuse = |why: String| Err(error(ErrorCode::Unauthorized, why));
+    match identity {
+        Identity::System => Ok(()),
+        Identity::Anonymous if !app.anonymous_publish => {
+            refuse("anonymous connections may not publish in this app".into())
+        }
+        _ if channel.global && !app.user_publish_global => {
+            refuse("clients may not publish on global channels in this app".into())
+        }
+        _ if app
+            .server_only_channels
+            .iter()
+            .any(|pattern| matches_pattern(pattern, &channel.channel)) =>
+        {
+            refuse(format!(
+                "only the app's backend publishes on `{}`",
+                channel.channel
+            ))
+        }
+        _ => Ok(()),
+    }
+}
 
 /// Longest `idempotencyKey` accepted, in bytes.
 pub const MAX_IDEMPOTENCY_KEY: usize = 128;
@@ -29,6 +60,7 @@ impl Session {
         idempotency_key: Option<&str>,
     ) -> Result<Accepted, ErrorBody> {
         let key = self.resolve(channel, Operation::Publish).await?;
+        may_publish(&self.app.config, &self.identity, channel)?;
         if self.app.config.publish_requires_subscription
             && !self.state.node.is_subscribed(&key, &self.conn)
         {
@@ -37,10 +69,16 @@ impl Session {
                 format!("subscribe to `{}` before publishing on it", channel.channel),
             ));
         }
+        let sender = match &self.identity {
+            Identity::User { sub, .. } => format!("user:{sub}"),
+            Identity::System => "app".to_owned(),
+            Identity::Anonymous => format!("anonymous:{}", self.conn),
+        };
         let outgoing = Outgoing {
             event,
             payload: Arc::from(payload),
             idempotency_key,
+            sender: &sender,
             surface: self.surface,
         };
         publish(&self.state, &self.app, &self.identity, &key, outgoing).await
@@ -61,6 +99,10 @@ pub struct Outgoing<'a> {
     pub event: Option<String>,
     pub payload: Arc<RawValue>,
     pub idempotency_key: Option<&'a str>,
+    /// Who publishes, for the idempotency scope: `app` (an app backend),
+    /// `user:<sub>`, `anonymous:<connection id>`. A key is remembered per
+    /// (channel, sender, key), so no one can answer for another's key.
+    pub sender: &'a str,
     /// `ws` or `http`, for metrics.
     pub surface: &'static str,
 }
@@ -78,6 +120,7 @@ pub async fn publish(
         event,
         payload,
         idempotency_key,
+        sender,
         surface,
     } = outgoing;
     let started = Instant::now();
@@ -93,6 +136,13 @@ pub async fn publish(
             ),
         ));
     }
+    let max_depth = state.config.max_payload_depth;
+    if let Some(depth) = nesting_beyond(payload.get(), max_depth) {
+        return Err(error(
+            ErrorCode::PayloadTooLarge,
+            format!("payload is nested {depth} levels deep; at most {max_depth} allowed"),
+        ));
+    }
     if let Some(k) = idempotency_key {
         if k.is_empty() || k.len() > MAX_IDEMPOTENCY_KEY {
             return Err(error(
@@ -101,7 +151,8 @@ pub async fn publish(
             ));
         }
     }
-    let idempotency = idempotency_key.map(|key| Idempotency {
+    let scoped = idempotency_key.map(|key| format!("{sender} {key}"));
+    let idempotency = scoped.as_deref().map(|key| Idempotency {
         key,
         window: Duration::from_secs(state.config.idempotency_window_seconds),
     });
@@ -154,4 +205,53 @@ pub async fn publish(
             event_timestamp: None,
         },
     })
+}
+
+/// The nesting depth of JSON `text` (each array or object one level) when
+/// it goes beyond `max`, found without parsing; `None` within it. Deep
+/// payloads are refused so that no client's parser (serde_json stops at
+/// 128 levels) meets one it cannot read.
+pub fn nesting_beyond(text: &str, max: usize) -> Option<usize> {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for byte in text.bytes() {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return Some(depth);
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::nesting_beyond;
+
+    #[test]
+    fn nesting_is_counted_outside_strings_only() {
+        assert_eq!(nesting_beyond("1", 0), None);
+        assert_eq!(nesting_beyond("[]", 0), Some(1));
+        assert_eq!(nesting_beyond("[[{}]]", 3), None);
+        assert_eq!(nesting_beyond("[[{}]]", 2), Some(3));
+        assert_eq!(nesting_beyond(r#"{"a":"[[[[\"[["}"#, 1), None);
+        assert_eq!(nesting_beyond(r#"["\\",[[]]]"#, 2), Some(3));
+        let deep = format!("{}{}", "[".repeat(65), "]".repeat(65));
+        assert_eq!(nesting_beyond(&deep, 64), Some(65));
+        assert_eq!(nesting_beyond(&deep, 65), None);
+    }
 }

@@ -233,6 +233,8 @@ fn token(sub: &str, app: &str, exp: u64) -> String {
             sub: sub.into(),
             app: app.into(),
             exp,
+            nbf: None,
+            iat: None,
             role: None,
             ctx: None,
         },

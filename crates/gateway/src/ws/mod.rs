@@ -17,7 +17,6 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Extension;
 use herald_protocol::{ErrorBody, ErrorCode};
 use hyper_util::rt::TokioIo;
 use std::sync::Arc;
@@ -43,11 +42,14 @@ fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
 /// The upgrade, for a connection [`crate::edge::admit`] let in.
 pub async fn upgrade(
     State(state): State<Arc<AppState>>,
-    Extension(admitted): Extension<Admitted>,
     headers: HeaderMap,
     mut request: Request,
 ) -> Response {
-    let Admitted { app, identity, .. } = admitted;
+    // Taken, not cloned: admission put it there for this handler alone.
+    let Some(Admitted { app, identity, .. }) = request.extensions_mut().remove::<Admitted>() else {
+        let e = ErrorBody::new(ErrorCode::InternalError, "connection was not admitted");
+        return refuse_connection(&state, StatusCode::INTERNAL_SERVER_ERROR, e);
+    };
     let key = match headers.get(header::SEC_WEBSOCKET_KEY) {
         Some(key) if is_websocket_upgrade(&headers) => key.clone(),
         _ => {

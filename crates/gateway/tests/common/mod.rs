@@ -25,13 +25,13 @@ pub const APPS: &str = r#"
 [[apps]]
 id = "app1"
 api_keys = ["key-app1"]
-jwt_secret = "secret-app1"
+jwt_secret = "secret-app1-test-only-0123456789abcdefghij"
 ops_per_second = 0
 
 [[apps]]
 id = "app2"
 api_keys = ["key-app2"]
-jwt_secret = "secret-app2"
+jwt_secret = "secret-app2-test-only-0123456789abcdefghij"
 allow_anonymous = true
 ops_per_second = 0
 history_size = 50
@@ -39,35 +39,35 @@ history_size = 50
 [[apps]]
 id = "deep"
 api_keys = ["key-deep"]
-jwt_secret = "secret-deep"
+jwt_secret = "secret-deep-test-only-0123456789abcdefghij"
 ops_per_second = 0
 history_size = 100000
 
 [[apps]]
 id = "limited"
 api_keys = ["key-limited"]
-jwt_secret = "secret-limited"
+jwt_secret = "secret-limited-test-only-0123456789abcdefghij"
 ops_per_second = 1
 ops_burst = 3
 
 [[apps]]
 id = "limited2"
 api_keys = ["key-limited2"]
-jwt_secret = "secret-limited2"
+jwt_secret = "secret-limited2-test-only-0123456789abcdefghij"
 ops_per_second = 1
 ops_burst = 3
 
 [[apps]]
 id = "busy"
 api_keys = ["key-busy"]
-jwt_secret = "secret-busy"
+jwt_secret = "secret-busy-test-only-0123456789abcdefghij"
 ops_per_second = 100
 ops_burst = 10
 
 [[apps]]
 id = "strict"
 api_keys = ["key-strict"]
-jwt_secret = "secret-strict"
+jwt_secret = "secret-strict-test-only-0123456789abcdefghij"
 ops_per_second = 0
 require_channel_definitions = true
 publish_requires_subscription = true
@@ -201,7 +201,7 @@ impl Herald {
             .expect("wait")
     }
 
-    /// Connects a user of `app` (its secret is `secret-<app>`).
+    /// Connects a user of `app` (its secret is `secret-<app>-test-only-...`).
     pub async fn user(&self, app: &str, sub: &str, ctx: Value) -> Client {
         Client::connect(&self.ws_url(&format!("token={}", user_token(app, sub, ctx, 3600)))).await
     }
@@ -270,7 +270,7 @@ pub fn now_secs() -> u64 {
         .as_secs()
 }
 
-/// A user JWT for `app`, signed with `secret-<app>`, valid `ttl` seconds
+/// A user JWT for `app`, signed with `secret-<app>-test-only-...`, valid `ttl` seconds
 /// (negative: already expired).
 pub fn user_token(app: &str, sub: &str, ctx: Value, ttl: i64) -> String {
     let exp = (now_secs() as i64 + ttl) as u64;
@@ -281,7 +281,9 @@ pub fn user_token(app: &str, sub: &str, ctx: Value, ttl: i64) -> String {
     jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
         &claims,
-        &jsonwebtoken::EncodingKey::from_secret(format!("secret-{app}").as_bytes()),
+        &jsonwebtoken::EncodingKey::from_secret(
+            format!("secret-{app}-test-only-0123456789abcdefghij").as_bytes(),
+        ),
     )
     .expect("sign")
 }

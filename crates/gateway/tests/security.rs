@@ -1,0 +1,462 @@
+//! Security guarantees (docs/security.md), black-box against the binary:
+//! each test fails on a gateway without the guarantee.
+
+mod common;
+
+use common::{now_secs, Client, Herald};
+use serde_json::{json, Value};
+use std::process::Command;
+
+/// Opens a WebSocket to `url` with extra `headers`: `Ok` when upgraded,
+/// else the HTTP status and JSON body of the refusal.
+async fn upgrade(url: &str, headers: &[(&'static str, String)]) -> Result<(), (u16, Value)> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = url.into_client_request().unwrap();
+    for (name, value) in headers {
+        request.headers_mut().append(*name, value.parse().unwrap());
+    }
+    match tokio_tungstenite::connect_async(request).await {
+        Ok(_) => Ok(()),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            let body = serde_json::from_slice(response.body().as_deref().unwrap_or_default())
+                .unwrap_or(Value::Null);
+            Err((response.status().as_u16(), body))
+        }
+        Err(e) => panic!("{url}: {e}"),
+    }
+}
+
+fn sign(claims: Value, header: Value) -> String {
+    use base64::Engine;
+    let b64 = |v: &Value| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap())
+    };
+    let signing_input = format!("{}.{}", b64(&header), b64(&claims));
+    let app = claims["app"].as_str().unwrap();
+    let key = format!("secret-{app}-test-only-0123456789abcdefghij");
+    let signature = {
+        use hmac::{Hmac, Mac};
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).unwrap();
+        mac.update(signing_input.as_bytes());
+        mac.finalize().into_bytes()
+    };
+    let signature = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(signature);
+    format!("{signing_input}.{signature}")
+}
+
+fn hs256() -> Value {
+    json!({"alg": "HS256", "typ": "JWT"})
+}
+
+/// Finding 10: `nbf` and `iat` in the future, `crit`, a lifetime past the
+/// app's maximum, and the app's issuer and audience.
+#[tokio::test]
+async fn user_tokens_are_checked_for_time_critical_headers_issuer_and_audience() {
+    let h = Herald::start_config(&format!(
+        "{}\n{}",
+        common::APPS,
+        r#"
+[[apps]]
+id = "aud"
+api_keys = ["key-aud"]
+jwt_secret = "secret-aud-test-only-0123456789abcdefghij"
+issuer = "https://issuer.example"
+audience = "herald"
+user_token_max_lifetime_seconds = 3600
+"#
+    ))
+    .await;
+    let now = now_secs();
+    let claims = |extra: Value| {
+        let mut c = json!({"sub": "u", "app": "app1", "exp": now + 60});
+        c.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        c
+    };
+    let refused = |token: String| {
+        let url = h.ws_url(&format!("token={token}"));
+        async move { upgrade(&url, &[]).await }
+    };
+    let cases = [
+        (
+            "nbf in the future",
+            sign(claims(json!({"nbf": now + 600})), hs256()),
+        ),
+        (
+            "iat in the future",
+            sign(claims(json!({"iat": now + 600})), hs256()),
+        ),
+        (
+            "crit header",
+            sign(claims(json!({})), json!({"alg":"HS256","crit":["exp"]})),
+        ),
+        (
+            "a thousand years",
+            sign(
+                claims(json!({"exp": now + 1000 * 365 * 24 * 3600})),
+                hs256(),
+            ),
+        ),
+    ];
+    for (what, token) in cases {
+        let (status, body) = refused(token).await.expect_err(what);
+        assert_eq!(status, 401, "{what}");
+        assert_eq!(body["error"]["code"], "INVALID_TOKEN", "{what}");
+    }
+    // Within the leeway, and in the past: fine.
+    let fine = sign(claims(json!({"nbf": now + 2, "iat": now - 10})), hs256());
+    refused(fine).await.expect("nbf within the leeway");
+    // An app that names no audience does not look at `aud`.
+    let with_aud = sign(claims(json!({"aud": "someone"})), hs256());
+    refused(with_aud)
+        .await
+        .expect("aud ignored without an app audience");
+
+    // The `aud` app wants its issuer and audience.
+    let aud = |extra: Value| {
+        let mut c = json!({"sub": "u", "app": "aud", "exp": now + 60});
+        c.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        sign(c, hs256())
+    };
+    let good = json!({"iss": "https://issuer.example", "aud": "herald"});
+    refused(aud(good)).await.expect("issuer and audience match");
+    for bad in [
+        json!({"iss": "https://issuer.example"}),
+        json!({"aud": "herald"}),
+        json!({"iss": "https://evil.example", "aud": "herald"}),
+        json!({"iss": "https://issuer.example", "aud": "other"}),
+        json!({"iss": "https://issuer.example", "aud": "herald", "exp": now + 7200}),
+    ] {
+        let (status, _) = refused(aud(bad.clone())).await.expect_err(&bad.to_string());
+        assert_eq!(status, 401, "{bad}");
+    }
+}
+
+/// Finding 10: `check-config` refuses short and shared secrets.
+#[test]
+fn check_config_refuses_weak_and_shared_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |config: &str| {
+        let path = dir.path().join("herald.toml");
+        std::fs::write(&path, config).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_herald"))
+            .args(["check-config", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap()
+    };
+    let out = check("[[apps]]\nid = \"a\"\njwt_secret = \"short\"\n");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at least 32"));
+    let shared = "0123456789abcdef0123456789abcdef-shared";
+    let out = check(&format!(
+        "[[apps]]\nid = \"a\"\njwt_secret = \"{shared}\"\n[[apps]]\nid = \"b\"\njwt_secret = \"{shared}\"\n"
+    ));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("share one jwt_secret"));
+    let out = check(common::APPS);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Finding 8: a Redis password is never printed: not by `check-config`,
+/// not in the error of a start that cannot reach Redis.
+#[test]
+fn redis_passwords_are_redacted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("herald.toml");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("redis://herald:s3cret-password@127.0.0.1:{port}");
+    std::fs::write(&path, format!("redis_url = \"{url}\"\n{}", common::APPS)).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("herald:***@127.0.0.1"), "{stdout}");
+    assert!(!stdout.contains("s3cret"), "{stdout}");
+    // Nothing listens on the port: the start fails and says why.
+    let out = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&path)
+        .env_remove("HERALD_REDIS_URL")
+        .env("RUST_LOG", "debug")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(printed.contains("127.0.0.1"), "{printed}");
+    assert!(!printed.contains("s3cret"), "{printed}");
+}
+
+/// Finding 6: behind one trusted proxy, the client is the rightmost
+/// `X-Forwarded-For` entry; what it writes further left changes nothing.
+#[tokio::test]
+async fn forwarded_for_is_read_from_the_right() {
+    let limits = "trust_forwarded_for = true\nconnections_per_second_per_ip = 1\nconnections_burst_per_ip = 1";
+    let h = Herald::start_with(limits).await;
+    let url = h.ws_url("apiKey=key-app1");
+    let xff = |left: &str| vec![("x-forwarded-for", format!("{left}, 203.0.113.9"))];
+    upgrade(&url, &xff("10.0.0.1")).await.expect("first");
+    let (status, body) = upgrade(&url, &xff("10.0.0.2")).await.expect_err("rotated");
+    assert_eq!(status, 429);
+    assert_eq!(body["error"]["code"], "RATE_LIMIT_EXCEEDED");
+    // Another client behind the same proxy is someone else.
+    upgrade(&url, &[("x-forwarded-for", "203.0.113.10".into())])
+        .await
+        .expect("another client");
+
+    // Behind two proxies the client is second from the right.
+    let h = Herald::start_with(&format!("{limits}\ntrusted_proxy_hops = 2")).await;
+    let url = h.ws_url("apiKey=key-app1");
+    let two = |client: &str| vec![("x-forwarded-for", format!("1.1.1.1, {client}, 10.1.1.1"))];
+    upgrade(&url, &two("198.51.100.1")).await.expect("first");
+    upgrade(&url, &two("198.51.100.2"))
+        .await
+        .expect("another client");
+    upgrade(&url, &two("198.51.100.1"))
+        .await
+        .expect_err("same client again");
+}
+
+/// Finding 5: payloads nested deeper than `max_payload_depth` are refused
+/// on every publish path.
+#[tokio::test]
+async fn deeply_nested_payloads_are_refused_everywhere() {
+    let h = Herald::start().await;
+    let nest = |depth: usize| -> Value {
+        serde_json::from_str(&format!("{}1{}", "[".repeat(depth), "]".repeat(depth))).unwrap()
+    };
+    let mut c = h.user("app1", "u", json!({})).await;
+    c.subscribe("deep").await;
+    let r = c
+        .fails(
+            json!({"type":"publish","channel":"deep","global":true,"payload": nest(65)}),
+            "PAYLOAD_TOO_LARGE",
+        )
+        .await;
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("65 levels"),
+        "{r}"
+    );
+    let (status, body, _) = h
+        .post(
+            "/api/v1/publish/global",
+            "key-app1",
+            json!({"channel":"deep","payload": nest(65)}),
+        )
+        .await;
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(body["errors"][0]["code"], "PAYLOAD_TOO_LARGE");
+    // At the limit: delivered, and the Rust client reads it.
+    c.publish("deep", nest(64)).await;
+    assert_eq!(c.expect("event").await["payload"], nest(64));
+}
+
+/// Finding 11: `/metrics` behind a token; browser origins per app.
+#[tokio::test]
+async fn metrics_token_and_allowed_origins() {
+    let h = Herald::start_config(&format!(
+        "metrics_token = \"scrape-me\"\n{}\n{}",
+        common::APPS,
+        r#"
+[[apps]]
+id = "web"
+api_keys = ["key-web"]
+jwt_secret = "secret-web-test-only-0123456789abcdefghij"
+allowed_origins = ["https://app.example.com"]
+"#
+    ))
+    .await;
+    let http = reqwest::Client::new();
+    let status = http.get(h.http("/metrics")).send().await.unwrap().status();
+    assert_eq!(status, 401);
+    let r = http
+        .get(h.http("/metrics"))
+        .bearer_auth("scrape-me")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("herald_connections"));
+
+    let url = h.ws_url("apiKey=key-web");
+    let origin = |o: &str| vec![("origin", o.to_owned())];
+    let (status, body) = upgrade(&url, &origin("https://evil.example"))
+        .await
+        .expect_err("foreign origin");
+    assert_eq!(status, 403);
+    assert_eq!(body["error"]["code"], "UNAUTHORIZED");
+    upgrade(&url, &origin("https://app.example.com"))
+        .await
+        .expect("listed origin");
+    upgrade(&url, &[]).await.expect("no origin: not a browser");
+    // Apps that list no origins accept any.
+    let other = h.ws_url("apiKey=key-app1");
+    upgrade(&other, &origin("https://evil.example"))
+        .await
+        .expect("app1 lists none");
+    let _ = Client::connect(&other).await;
+}
+
+/// Finding 4: idempotency keys are scoped to their sender, and an app
+/// decides who publishes where.
+#[tokio::test]
+async fn senders_cannot_forge_backend_events_or_hijack_their_keys() {
+    let h = Herald::start_config(&format!(
+        "{}\n{}",
+        common::APPS,
+        r#"
+[[apps]]
+id = "guarded"
+api_keys = ["key-guarded"]
+jwt_secret = "secret-guarded-test-only-0123456789abcdefghij"
+ops_per_second = 0
+server_only_channels = ["billing:*"]
+user_publish_global = false
+"#
+    ))
+    .await;
+    // A user takes the key the backend will use: the backend still
+    // publishes its own event, and subscribers get both.
+    let mut watcher = h.user("app1", "w", json!({})).await;
+    watcher
+        .ok(json!({"type":"subscribe","channel":"orders","global":true}))
+        .await;
+    let mut mallory = h.user("app1", "mallory", json!({})).await;
+    let forged = mallory
+        .ok(json!({"type":"publish","channel":"orders","global":true,
+                   "payload":{"status":"refunded"},"idempotencyKey":"order-7"}))
+        .await;
+    let (status, real, _) = h
+        .post(
+            "/api/v1/publish/global",
+            "key-app1",
+            json!({"channel":"orders","payload":{"status":"paid"},
+                   "options":{"idempotencyKey":"order-7"}}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(real["eventId"].is_string());
+    assert_ne!(real["eventId"], forged["eventId"]);
+    assert_eq!(
+        watcher.expect("event").await["payload"]["status"],
+        "refunded"
+    );
+    let e = watcher.expect("event").await;
+    assert_eq!(e["payload"]["status"], "paid");
+    assert_eq!(e["meta"]["senderType"], "system");
+    // The backend's own repeat is still recognised.
+    let (_, again, _) = h
+        .post(
+            "/api/v1/publish/global",
+            "key-app1",
+            json!({"channel":"orders","payload":{"status":"paid"},
+                   "options":{"idempotencyKey":"order-7"}}),
+        )
+        .await;
+    assert_eq!(again["eventId"], real["eventId"]);
+
+    // Anonymous connections do not publish unless the app says so.
+    let mut anon = Client::connect(&h.ws_url("app=app2")).await;
+    anon.fails(
+        json!({"type":"publish","channel":"lobby","global":true,"payload":1}),
+        "UNAUTHORIZED",
+    )
+    .await;
+
+    // Server-only channels, and no user publishing on global channels.
+    let mut user = h.user("guarded", "u", json!({"issue": "1"})).await;
+    for channel in [
+        json!({"channel":"billing:1","global":false}),
+        json!({"channel":"news","global":true}),
+    ] {
+        let mut frame = json!({"type":"publish","payload":1});
+        frame
+            .as_object_mut()
+            .unwrap()
+            .extend(channel.as_object().unwrap().clone());
+        user.fails(frame, "UNAUTHORIZED").await;
+    }
+    user.ok(json!({"type":"publish","channel":"chat","global":false,"payload":1}))
+        .await;
+    let (status, body, _) = h
+        .post(
+            "/api/v1/publish/global",
+            "key-guarded",
+            json!({"channel":"billing:1","payload":1}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// Finding 5, client side: a frame the Rust client cannot read (here from
+/// a server that does not limit depth) is surfaced as an event, and the
+/// connection goes on.
+#[tokio::test]
+async fn the_rust_client_surfaces_a_frame_it_cannot_read() {
+    use futures_util::{SinkExt, StreamExt};
+    use herald_client::{ClientConfig, Event};
+    use tokio_tungstenite::tungstenite::Message;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+        let send = |v: String| Message::Text(v.into());
+        ws.send(send(
+            r#"{"type":"connected","connectionId":"c-1","node":"n","pingInterval":25000}"#.into(),
+        ))
+        .await
+        .unwrap();
+        let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+        ws.send(send(format!(
+            r#"{{"type":"event","channel":"c","global":true,"event":"e","payload":{deep},"meta":{{"messageId":"m","senderType":"system","timestamp":"0","epoch":"e","offset":1}}}}"#
+        )))
+        .await
+        .unwrap();
+        ws.send(send(r#"{"type":"presence:join","channel":"c","global":true,"member":{"presenceId":"p","type":"user","joinedAt":"0"}}"#.into()))
+            .await
+            .unwrap();
+        // Hold the connection until the client has read everything.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), ws.next()).await;
+    });
+    let config = ClientConfig::new([format!("ws://{addr}/")], "t");
+    let (_client, mut events) = herald_client::connect(config).await.unwrap();
+    let wait = std::time::Duration::from_secs(10);
+    let mut next = async || {
+        tokio::time::timeout(wait, events.recv())
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    assert!(matches!(next().await, Event::Connected { .. }));
+    match next().await {
+        Event::Unreadable { error, frame } => {
+            assert!(error.contains("recursion limit"), "{error}");
+            assert!(frame.starts_with(r#"{"type":"event""#), "{frame}");
+        }
+        other => panic!("expected Unreadable, got {other:?}"),
+    }
+    assert!(matches!(next().await, Event::Join { .. }));
+    server.abort();
+}
