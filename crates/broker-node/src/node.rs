@@ -58,6 +58,9 @@ pub struct Join<'a> {
     pub recovery: Recovery,
     /// Publications replayed at most.
     pub max_recovery: usize,
+    /// Payload bytes replayed at most: a `since` gap larger than this is
+    /// not replayed (`recovered: false`); a window keeps its newest.
+    pub max_recovery_bytes: usize,
     pub now_ms: u64,
 }
 
@@ -252,6 +255,7 @@ impl Node {
             retention,
             recovery,
             max_recovery,
+            max_recovery_bytes,
             now_ms,
         } = join;
         let conn = subscriber.conn.clone();
@@ -266,9 +270,9 @@ impl Node {
                 Some(_) => self.presence.members(key).await?,
                 None => Vec::new(),
             };
-            let (position, publications, recovered) = self
-                .replay(key, retention, recovery, max_recovery, now_ms)
-                .await?;
+            let bound = (max_recovery, max_recovery_bytes);
+            let (position, publications, recovered) =
+                self.replay(key, retention, recovery, bound, now_ms).await?;
             Ok::<_, NodeError>(SubscribeOutcome {
                 members,
                 position,
@@ -291,12 +295,14 @@ impl Node {
         }
     }
 
+    /// What a subscriber is replayed: at most `max_recovery` publications
+    /// and `max_bytes` bytes of payload.
     async fn replay(
         &self,
         key: &ChannelKey,
         retention: Retention,
         recovery: Recovery,
-        max_recovery: usize,
+        (max_recovery, max_bytes): (usize, usize),
         now_ms: u64,
     ) -> Result<(StreamPosition, Vec<Stored>, Option<bool>), NodeError> {
         match recovery {
@@ -309,7 +315,7 @@ impl Node {
                     .history
                     .read(key.id(), Some(&since), max_recovery, retention, now_ms)
                     .await?;
-                if read.complete {
+                if read.complete && payload_bytes(&read.publications) <= max_bytes {
                     return Ok((read.position, read.publications, Some(true)));
                 }
                 // Replaying part of a range would mislead: replay nothing
@@ -333,9 +339,16 @@ impl Node {
                     .into_iter()
                     .filter(|s| s.publication.timestamp_ms >= from)
                     .collect();
-                // Over the bound, the newest ones are replayed.
+                // Over the bounds, the newest ones are replayed.
                 let excess = publications.len().saturating_sub(max_recovery);
                 publications.drain(..excess);
+                let mut bytes = payload_bytes(&publications);
+                let mut oldest = 0;
+                while publications.len() - oldest > 1 && bytes > max_bytes {
+                    bytes -= publications[oldest].publication.payload.get().len();
+                    oldest += 1;
+                }
+                publications.drain(..oldest);
                 Ok((position, publications, None))
             }
         }
@@ -430,6 +443,14 @@ impl Node {
     }
 }
 
+/// The payload bytes of `publications`.
+fn payload_bytes(publications: &[Stored]) -> usize {
+    publications
+        .iter()
+        .map(|s| s.publication.payload.get().len())
+        .sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -465,6 +486,7 @@ mod tests {
             retention: KEEP,
             recovery,
             max_recovery: 1000,
+            max_recovery_bytes: usize::MAX,
             now_ms: 0,
         }
     }

@@ -74,6 +74,8 @@ impl Kick {
 struct Queue {
     state: Mutex<QueueState>,
     capacity: usize,
+    /// Bytes queued at most (a frame alone in the queue always fits).
+    max_bytes: usize,
     /// How the connection's surface writes deliveries.
     codec: CodecRef,
     /// Wakes the receiver when a frame is queued or the last sender goes.
@@ -87,6 +89,10 @@ struct Queue {
 #[derive(Debug, Default)]
 struct QueueState {
     frames: VecDeque<EncodedFrame>,
+    /// Bytes of the queued frames.
+    bytes: usize,
+    /// A `send` found the queue full and waits for a pop.
+    sender_waits: bool,
     receiver_gone: bool,
 }
 
@@ -102,29 +108,40 @@ impl Queue {
 
     fn pop(&self) -> Option<EncodedFrame> {
         let mut state = self.lock();
-        // A `send` waits only after finding the queue full (under this
-        // lock), so only the pop that frees a full queue needs to wake it;
-        // the others skip `notify_waiters` and its lock.
-        let was_full = state.frames.len() >= self.capacity;
         let frame = state.frames.pop_front();
+        if let Some(frame) = &frame {
+            state.bytes -= frame.len();
+        }
         if state.frames.is_empty() && state.frames.capacity() > KEEP_CAPACITY {
             state.frames = VecDeque::new();
         }
+        // A `send` waits only after finding the queue full (under this
+        // lock) and saying so: only then does a pop wake it; the others
+        // skip `notify_waiters` and its lock.
+        let wake = frame.is_some() && std::mem::take(&mut state.sender_waits);
         drop(state);
-        if was_full && frame.is_some() {
+        if wake {
             self.drained.notify_waiters();
         }
         frame
     }
 
-    fn try_push(&self, frame: EncodedFrame) -> Result<(), Offer> {
+    /// Whether `len` more bytes fit (a frame alone always does).
+    fn has_room(&self, state: &QueueState, len: usize) -> bool {
+        state.frames.len() < self.capacity
+            && (state.frames.is_empty() || state.bytes + len <= self.max_bytes)
+    }
+
+    fn try_push(&self, frame: EncodedFrame, waits: bool) -> Result<(), Offer> {
         let mut state = self.lock();
         if state.receiver_gone {
             return Err(Offer::Closed);
         }
-        if state.frames.len() >= self.capacity {
+        if !self.has_room(&state, frame.len()) {
+            state.sender_waits |= waits;
             return Err(Offer::SlowConsumer);
         }
+        state.bytes += frame.len();
         state.frames.push_back(frame);
         drop(state);
         self.filled.notify_one();
@@ -164,7 +181,8 @@ impl Drop for Receiver {
     fn drop(&mut self) {
         let mut state = self.queue.lock();
         state.receiver_gone = true;
-        state.frames.clear();
+        state.frames = VecDeque::new();
+        state.bytes = 0;
         drop(state);
         self.queue.drained.notify_waiters();
     }
@@ -208,11 +226,22 @@ pub enum Offer {
 
 impl Outbound {
     /// A connection's outbound side and the receiving end its writer drains;
-    /// deliveries are written by `codec`.
+    /// deliveries are written by `codec`. At most `capacity` frames queued.
     pub fn new(capacity: usize, codec: CodecRef) -> (Outbound, Receiver, Arc<Kick>) {
+        Outbound::bounded(capacity, usize::MAX, codec)
+    }
+
+    /// As [`Outbound::new`], and at most `max_bytes` queued (replies and
+    /// deliveries alike; a frame alone in the queue always fits).
+    pub fn bounded(
+        capacity: usize,
+        max_bytes: usize,
+        codec: CodecRef,
+    ) -> (Outbound, Receiver, Arc<Kick>) {
         let queue = Arc::new(Queue {
             state: Mutex::new(QueueState::default()),
             capacity: capacity.max(1),
+            max_bytes,
             codec,
             filled: Notify::new(),
             drained: Notify::new(),
@@ -235,7 +264,7 @@ impl Outbound {
     /// Queues a frame without waiting. A full queue means the client does
     /// not keep up: it is kicked rather than allowed to grow memory.
     pub fn offer(&self, frame: EncodedFrame) -> Offer {
-        match self.queue.try_push(frame) {
+        match self.queue.try_push(frame, false) {
             Ok(()) => Offer::Queued,
             Err(Offer::SlowConsumer) => {
                 if self.kick.kick(DisconnectReason::SlowConsumer) {
@@ -257,7 +286,7 @@ impl Outbound {
                 tokio::pin!(drained);
                 // Registered before the check: a drain in between wakes it.
                 drained.as_mut().enable();
-                match self.queue.try_push(frame.clone()) {
+                match self.queue.try_push(frame.clone(), true) {
                     Ok(()) => return true,
                     Err(Offer::Closed) => return false,
                     Err(_) => drained.await,
@@ -389,6 +418,28 @@ mod tests {
         let sent = tokio::time::timeout(Duration::from_secs(5), waiting).await;
         assert!(!sent.unwrap().unwrap());
         assert_eq!(outbound.offer(frame("z")), Offer::Closed);
+    }
+
+    #[tokio::test]
+    async fn bytes_are_bounded_for_deliveries_and_replies() {
+        let (outbound, mut rx, kick) = Outbound::bounded(100, 10, &NATIVE);
+        // A frame alone always fits, however large.
+        assert_eq!(outbound.offer(frame("0123456789abc")), Offer::Queued);
+        let sender = outbound.clone();
+        let reply = tokio::spawn(async move { sender.send(frame("reply")).await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(
+            !reply.is_finished(),
+            "13 + 5 bytes exceed 10: send must wait"
+        );
+        assert_eq!(rx.recv().await.unwrap().as_str(), "0123456789abc");
+        let sent = tokio::time::timeout(Duration::from_secs(5), reply).await;
+        assert!(sent.unwrap().unwrap());
+        assert_eq!(outbound.offer(frame("12345")), Offer::Queued);
+        // 5 + 5 + 1 > 10: a delivery over the bound kicks.
+        assert_eq!(outbound.offer(frame("x")), Offer::SlowConsumer);
+        assert_eq!(kick.reason(), Some(DisconnectReason::SlowConsumer));
+        assert_eq!(rx.try_recv().unwrap().as_str(), "reply");
     }
 
     #[tokio::test]

@@ -35,6 +35,21 @@ pub struct Config {
     /// Frames queued for one connection before it counts as a slow consumer
     /// and is disconnected (4006, reconnect).
     pub outbound_queue_frames: usize,
+    /// Bytes queued for one connection (deliveries and replies) before it
+    /// is disconnected as a slow consumer; a reply waits for room instead.
+    pub outbound_queue_bytes: usize,
+    /// How long a write to a client may take before the connection is
+    /// closed as a slow consumer, whatever its reader is doing.
+    pub write_timeout_ms: u64,
+    /// Largest reply to `history`, and largest replay of a subscribe, in
+    /// bytes of payload: a longer one is cut (history) or not replayed
+    /// (`recovered: false`).
+    pub max_reply_bytes: usize,
+    /// `presence` and `history` requests one connection may make per
+    /// second (and at once); over it they get `RATE_LIMIT_EXCEEDED`. 0
+    /// disables.
+    pub reads_per_second_per_connection: u32,
+    pub reads_burst_per_connection: u32,
     /// Milliseconds a connection's writer waits after a frame is queued
     /// before writing, so that the frames queued meanwhile go out in the
     /// same system call. 0 (the default) writes at once. Trades this much
@@ -111,6 +126,11 @@ impl Default for Config {
             max_payload_depth: 64,
             max_subscriptions_per_connection: 128,
             outbound_queue_frames: 1024,
+            outbound_queue_bytes: 8 * 1024 * 1024,
+            write_timeout_ms: 10_000,
+            max_reply_bytes: 1024 * 1024,
+            reads_per_second_per_connection: 10,
+            reads_burst_per_connection: 20,
             write_delay_ms: 0,
             ping_interval_ms: 25_000,
             shutdown_grace_ms: 10_000,

@@ -460,3 +460,85 @@ async fn the_rust_client_surfaces_a_frame_it_cannot_read() {
     assert!(matches!(next().await, Event::Join { .. }));
     server.abort();
 }
+
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+/// Finding 1: a client that asks for large replies and never reads pins
+/// neither memory nor its connection: replies are capped in bytes, reads
+/// are rate-limited, the queue is bounded in bytes, and a stalled writer
+/// is closed after the write timeout.
+#[tokio::test]
+async fn a_client_that_never_reads_cannot_pin_memory() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let h = Herald::start_with(
+        // A burst of 80 reads of 1 MiB is more than loopback's socket
+        // buffers hold (up to 32 MiB received, 4 MiB sent): the writer stalls.
+        "outbound_queue_bytes = 1048576\nwrite_timeout_ms = 2000\nmax_reply_bytes = 1048576\n\
+         reads_burst_per_connection = 80",
+    )
+    .await;
+    let big = "x".repeat(60_000);
+    for n in 0..60 {
+        let (status, body, _) = h
+            .post(
+                "/api/v1/publish/global",
+                "key-deep",
+                json!({"channel":"big","payload":{"n": n, "pad": big}}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    // A history reply is cut at max_reply_bytes, and says so.
+    let mut reader = Client::connect(&h.ws_url("apiKey=key-deep")).await;
+    let r = reader
+        .ok(json!({"type":"history","channel":"big","global":true,"limit":1000}))
+        .await;
+    // 17 payloads of 60 KB fit in 1 MiB, the oldest first.
+    let publications = r["publications"].as_array().unwrap();
+    assert_eq!(publications.len(), 17);
+    assert_eq!(publications[0]["payload"]["n"], 0);
+    let before = rss_bytes(h.pid());
+
+    let (ws, _) = tokio_tungstenite::connect_async(h.ws_url("apiKey=key-deep"))
+        .await
+        .unwrap();
+    let (mut sink, mut stream) = ws.split();
+    for id in 1..=300 {
+        let frame = json!({"type":"history","id":id,"channel":"big","global":true,"limit":1000});
+        if sink
+            .send(Message::Text(frame.to_string().into()))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    // Never read; let the gateway do its worst.
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    let grown = rss_bytes(h.pid()).saturating_sub(before);
+    assert!(
+        grown < 64 * 1024 * 1024,
+        "grew {} MB",
+        grown / (1024 * 1024)
+    );
+    // The writer stalled past write_timeout_ms: the gateway closed the
+    // connection (what was buffered drains first).
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while let Some(Ok(_)) = stream.next().await {}
+    })
+    .await
+    .expect("the connection stays open");
+    // The gateway serves others on.
+    reader
+        .ok(json!({"type":"presence","channel":"big","global":true}))
+        .await;
+}

@@ -2,7 +2,7 @@
 
 use super::{error, Operation, Session};
 use herald_broker_node::ChannelKey;
-use herald_history::HistoryRead;
+use herald_history::{HistoryRead, Stored};
 use herald_protocol::client::ChannelRef;
 use herald_protocol::{now_ms, ErrorBody, ErrorCode, StreamPosition};
 
@@ -26,9 +26,10 @@ impl Session {
         since: Option<StreamPosition>,
         limit: Option<usize>,
     ) -> Result<HistoryPage, ErrorBody> {
+        self.charge_read()?;
         let key = self.resolve(channel, Operation::Read).await?;
         let limit = history_limit(limit, self.state.config.history_max_limit);
-        let read = self
+        let mut read = self
             .state
             .node
             .history(&key, since.as_ref(), limit, self.app.retention, now_ms())
@@ -37,6 +38,11 @@ impl Session {
                 tracing::warn!(error = %e, "history failed");
                 error(ErrorCode::InternalError, "history unavailable")
             })?;
+        // A reply is built whole: keep it within the byte bound, oldest
+        // first; the client asks again from the last offset it got.
+        if cut_to_bytes(&mut read.publications, self.state.config.max_reply_bytes) {
+            read.complete = false;
+        }
         let recovered = since.map(|_| read.complete);
         Ok(HistoryPage {
             key,
@@ -44,6 +50,22 @@ impl Session {
             recovered,
         })
     }
+}
+
+/// Keeps the oldest publications whose payloads fit in `max_bytes` (at
+/// least one); true when some were cut.
+pub fn cut_to_bytes(publications: &mut Vec<Stored>, max_bytes: usize) -> bool {
+    let mut total = 0usize;
+    let keep = publications
+        .iter()
+        .position(|p| {
+            total += p.publication.payload.get().len();
+            total > max_bytes
+        })
+        .map_or(publications.len(), |at| at.max(1));
+    let cut = keep < publications.len();
+    publications.truncate(keep);
+    cut
 }
 
 /// The limit a history read applies.

@@ -9,6 +9,7 @@ impl Session {
     /// The channel's members, earliest first; none where the app keeps no
     /// presence.
     pub async fn presence(&mut self, channel: &ChannelRef) -> Result<Vec<Member>, ErrorBody> {
+        self.charge_read()?;
         let key = self.resolve(channel, Operation::Read).await?;
         if !self.app.config.presence {
             return Ok(Vec::new());

@@ -3,11 +3,13 @@
 
 use super::{ChannelSpec, Operation};
 use crate::auth::{App, Identity};
+use crate::edge::rate_limited;
 use crate::state::AppState;
 use herald_broker_node::{ChannelKey, ConnId, Outbound};
 use herald_protocol::client::ChannelRef;
 use herald_protocol::server::Member;
 use herald_protocol::{now_ms, timestamp_string, ErrorBody};
+use herald_rate_limiter::{Cell, Limit};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +27,8 @@ pub struct Session {
     /// One subscription per (channel name, global); subscribing the same
     /// name again with another token or context replaces it.
     pub(super) subscriptions: HashMap<(String, bool), ChannelKey>,
+    /// The connection's allowance of `presence` and `history` requests.
+    reads: Option<Cell>,
 }
 
 impl Session {
@@ -36,6 +40,10 @@ impl Session {
         outbound: Outbound,
         surface: &'static str,
     ) -> Self {
+        let reads = Cell::new(Limit {
+            per_second: state.config.reads_per_second_per_connection,
+            burst: state.config.reads_burst_per_connection.max(1),
+        });
         Session {
             state,
             app,
@@ -44,7 +52,28 @@ impl Session {
             outbound,
             surface,
             subscriptions: HashMap::new(),
+            reads,
         }
+    }
+
+    /// Takes one read (`presence`, `history`) from the connection's
+    /// allowance: reads are answered with whole lists, so they are limited
+    /// apart from the app's operations, which they do not count toward.
+    pub(super) fn charge_read(&self) -> Result<(), ErrorBody> {
+        let Some(reads) = &self.reads else {
+            return Ok(());
+        };
+        let metrics = &self.state.metrics;
+        metrics.ratelimit_checks.with_label_values(&["reads"]).inc();
+        let decision = reads.check();
+        if decision.allowed {
+            return Ok(());
+        }
+        metrics
+            .ratelimit_rejections
+            .with_label_values(&["reads", self.app.id()])
+            .inc();
+        Err(rate_limited(decision.retry_after))
     }
 
     /// What every handler shares, for the surface's own limits and metrics.

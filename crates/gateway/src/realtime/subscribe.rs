@@ -71,6 +71,7 @@ impl Session {
             retention: self.app.retention,
             recovery,
             max_recovery: self.state.config.recovery_max_publications,
+            max_recovery_bytes: self.state.config.max_reply_bytes,
             now_ms: now_ms(),
         };
         let reply = |outcome: &SubscribeOutcome| {

@@ -49,7 +49,11 @@ pub async fn run(state: Arc<AppState>, app: Arc<App>, identity: Identity, ws: So
         state.metrics.connections_total.inc();
         tracing::debug!(sender = ?identity.sender_type(), "connected");
 
-        let (outbound, rx, kick) = Outbound::new(state.config.outbound_queue_frames, &NATIVE);
+        let (outbound, rx, kick) = Outbound::bounded(
+            state.config.outbound_queue_frames,
+            state.config.outbound_queue_bytes,
+            &NATIVE,
+        );
         let hello = ServerFrame::Connected(Connected {
             connection_id: conn.as_str().to_owned(),
             node: state.node.id().to_owned(),
@@ -59,14 +63,12 @@ pub async fn run(state: Arc<AppState>, app: Arc<App>, identity: Identity, ws: So
 
         let (sink, stream) = ws.split();
         let ping_every = Duration::from_millis(state.config.ping_interval_ms);
-        let write_delay = Duration::from_millis(state.config.write_delay_ms);
-        let mut writer = tokio::spawn(write_loop(
-            sink,
-            rx,
-            Arc::clone(&kick),
+        let timing = Timing {
             ping_every,
-            write_delay,
-        ));
+            write_delay: Duration::from_millis(state.config.write_delay_ms),
+            write_timeout: Duration::from_millis(state.config.write_timeout_ms),
+        };
+        let mut writer = tokio::spawn(write_loop(sink, rx, Arc::clone(&kick), timing));
 
         let mut session = Session::new(Arc::clone(&state), app, identity, conn, outbound, "ws");
         let mut writer_done = false;
@@ -186,16 +188,31 @@ async fn handle_message(session: &mut Session, message: Message) {
     }
 }
 
+/// The writer's clock.
+struct Timing {
+    ping_every: Duration,
+    /// How long to gather frames before a write.
+    write_delay: Duration,
+    /// How long one write (a batch, or a ping) may take.
+    write_timeout: Duration,
+}
+
 /// Drains the outbound queue to the socket, batching frames between
 /// flushes, and pings on schedule. When the connection is kicked it sends
-/// `disconnect` and a close frame with the same code.
+/// `disconnect` and a close frame with the same code. A write that takes
+/// longer than the write timeout (a client that does not read) kicks the
+/// connection as a slow consumer, whatever its reader is doing.
 async fn write_loop(
     mut sink: SplitSink<Socket, Message>,
     mut rx: Receiver,
     kick: Arc<Kick>,
-    ping_every: Duration,
-    write_delay: Duration,
+    timing: Timing,
 ) {
+    let Timing {
+        ping_every,
+        write_delay,
+        write_timeout,
+    } = timing;
     let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
     loop {
         let sent = tokio::select! {
@@ -221,7 +238,13 @@ async fn write_loop(
                         sink.flush().await
                     };
                     tokio::select! {
-                        r = batch => r,
+                        r = timeout(write_delay + write_timeout, batch) => match r {
+                            Ok(r) => r,
+                            Err(_) => {
+                                kick.kick(DisconnectReason::SlowConsumer);
+                                break;
+                            }
+                        },
                         _ = kick.kicked() => break,
                     }
                 }
@@ -230,7 +253,13 @@ async fn write_loop(
                     return;
                 }
             },
-            _ = ping.tick() => sink.send(Message::Ping(Bytes::new())).await,
+            _ = ping.tick() => match timeout(write_timeout, sink.send(Message::Ping(Bytes::new()))).await {
+                Ok(r) => r,
+                Err(_) => {
+                    kick.kick(DisconnectReason::SlowConsumer);
+                    break;
+                }
+            },
         };
         if sent.is_err() {
             return;
