@@ -22,7 +22,7 @@ use herald_protocol::StreamPosition;
 use parking_lot::RwLock;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 const SHARDS: usize = 64;
 
@@ -56,6 +56,9 @@ pub struct Hub {
     shards: Vec<RwLock<HashMap<String, Channel>>>,
     hasher: RandomState,
     pub stats: FanoutStats,
+    /// Presence changes are delivered only to channels with at most this
+    /// many local subscribers.
+    presence_announce_limit: AtomicUsize,
 }
 
 /// Whether a presence change is a join or a leave.
@@ -77,7 +80,15 @@ impl Hub {
             shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
             hasher: RandomState::new(),
             stats: FanoutStats::default(),
+            presence_announce_limit: AtomicUsize::new(usize::MAX),
         }
+    }
+
+    /// Announces joins and leaves only on channels with at most `max`
+    /// local subscribers: filling a channel of N then costs at most N × max
+    /// frames, not N².
+    pub fn limit_presence_announcements(&self, max: usize) {
+        self.presence_announce_limit.store(max, Ordering::Relaxed);
     }
 
     fn shard(&self, id: &str) -> &RwLock<HashMap<String, Channel>> {
@@ -209,6 +220,15 @@ impl Hub {
     /// Delivers a presence join or leave to the local subscribers of a
     /// channel.
     pub fn deliver_presence(&self, key_id: &str, kind: PresenceKind, member: &Member) -> usize {
+        let limit = self.presence_announce_limit.load(Ordering::Relaxed);
+        let too_many = self
+            .shard(key_id)
+            .read()
+            .get(key_id)
+            .is_some_and(|c| c.subscribers.len() > limit);
+        if too_many {
+            return 0;
+        }
         self.fan_out(key_id, None, |key, codec| codec.presence(key, kind, member))
     }
 

@@ -229,6 +229,12 @@ impl Node {
         self.shared_limits.clone()
     }
 
+    /// Announces joins and leaves only on channels with at most `max`
+    /// subscribers on this node.
+    pub fn limit_presence_announcements(&self, max: usize) {
+        self.hub.limit_presence_announcements(max);
+    }
+
     /// The backplane's health counters.
     pub fn backplane_stats(&self) -> &BackplaneStats {
         &self.stats

@@ -50,6 +50,13 @@ pub struct Config {
     /// disables.
     pub reads_per_second_per_connection: u32,
     pub reads_burst_per_connection: u32,
+    /// Members listed at most in a `presence` or subscribe reply (the
+    /// earliest joined); the list says `truncated` when there are more.
+    pub max_presence_members: usize,
+    /// Joins and leaves are announced on a channel only while it has at
+    /// most this many subscribers on the gateway, so that filling a channel
+    /// costs linear, not quadratic, frames.
+    pub presence_announce_limit: usize,
     /// Milliseconds a connection's writer waits after a frame is queued
     /// before writing, so that the frames queued meanwhile go out in the
     /// same system call. 0 (the default) writes at once. Trades this much
@@ -131,6 +138,8 @@ impl Default for Config {
             max_reply_bytes: 1024 * 1024,
             reads_per_second_per_connection: 10,
             reads_burst_per_connection: 20,
+            max_presence_members: 1000,
+            presence_announce_limit: 1000,
             write_delay_ms: 0,
             ping_interval_ms: 25_000,
             shutdown_grace_ms: 10_000,

@@ -49,6 +49,7 @@ impl AppState {
             per_second: config.connections_per_second_per_ip,
             burst: config.connections_burst_per_ip.max(1),
         });
+        node.limit_presence_announcements(config.presence_announce_limit);
         Ok(Arc::new(AppState {
             metrics: Metrics::new(Arc::clone(&node)),
             config,

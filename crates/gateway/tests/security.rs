@@ -542,3 +542,63 @@ async fn a_client_that_never_reads_cannot_pin_memory() {
         .ok(json!({"type":"presence","channel":"big","global":true}))
         .await;
 }
+
+/// Finding 7: filling a channel costs linear frames (joins are announced
+/// only while a channel is small), member lists are capped, and reading
+/// presence or history needs what subscribing needs.
+#[tokio::test]
+async fn presence_is_bounded_and_reading_needs_subscribe_rights() {
+    let h = Herald::start_with("presence_announce_limit = 10\nmax_presence_members = 5").await;
+    let mut first = h.user("app1", "u0", json!({})).await;
+    first.subscribe("room").await;
+    let mut others = Vec::new();
+    for n in 1..30 {
+        let mut c = h.user("app1", &format!("u{n}"), json!({})).await;
+        let r = c.subscribe("room").await;
+        let members = r["presence"]["members"].as_array().unwrap().len();
+        assert!(members <= 5, "{r}");
+        let truncated = r["presence"]["truncated"].as_bool().unwrap_or(false);
+        assert_eq!(truncated, n >= 5, "{r}");
+        others.push(c);
+    }
+    // Joins were announced while the channel had at most 10 subscribers
+    // here: u1 to u10.
+    let mut joins = 0;
+    while let Ok(Some(frame)) =
+        tokio::time::timeout(std::time::Duration::from_millis(500), first.next_frame()).await
+    {
+        joins += usize::from(frame["type"] == "presence:join");
+    }
+    assert_eq!(joins, 10);
+    let r = first.ok(json!({"type":"presence","channel":"room"})).await;
+    assert_eq!(r["presence"]["members"].as_array().unwrap().len(), 5);
+    assert_eq!(r["presence"]["truncated"], true);
+
+    // A channel token that grants publishing only does not let one read.
+    let token = h
+        .channel_token(
+            "app1",
+            "vault",
+            json!({"team":"a"}),
+            Some(json!(["publish"])),
+        )
+        .await;
+    for kind in ["presence", "history", "subscribe"] {
+        first
+            .fails(
+                json!({"type": kind, "channel":"vault","global":true,"token": token}),
+                "UNAUTHORIZED",
+            )
+            .await;
+    }
+    // Nor does a channel the app does not define.
+    let mut strict = h.user("strict", "s", json!({})).await;
+    for kind in ["presence", "history", "subscribe"] {
+        strict
+            .fails(
+                json!({"type": kind, "channel":"undefined"}),
+                "REALTIME_CHANNEL_NOT_FOUND",
+            )
+            .await;
+    }
+}

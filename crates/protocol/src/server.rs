@@ -92,7 +92,11 @@ impl Reply {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PresenceList {
+    /// Earliest joined first, at most the server's `max_presence_members`.
     pub members: Vec<Member>,
+    /// Set when the channel has more members than the list holds.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
 }
 
 /// One logical presence member: a user (all its connections), or one

@@ -22,6 +22,7 @@ mod tests;
 
 pub use flood::{FloodGate, Gate};
 pub use history::HistoryPage;
+pub use presence::capped;
 pub use publish::{Accepted, Outgoing, MAX_IDEMPOTENCY_KEY};
 pub use refresh::Refreshed;
 pub use session::Session;

@@ -145,7 +145,7 @@ async fn the_presence_id_is_the_user_or_else_the_connection() {
     let (mut s, _rx) = session(&quiet, user("alice", now_ms() / 1000 + 60));
     assert_eq!(s.presence_id(), None);
     subscribe(&mut s, &global("q")).await.unwrap();
-    assert!(s.presence(&global("q")).await.unwrap().is_empty());
+    assert!(s.presence(&global("q")).await.unwrap().members.is_empty());
 }
 
 #[tokio::test]
@@ -156,12 +156,30 @@ async fn two_connections_of_one_user_are_one_member() {
     let (mut b, _rb) = session(&state, user("bob", exp));
     subscribe(&mut a, &global("m")).await.unwrap();
     subscribe(&mut b, &global("m")).await.unwrap();
-    let members = a.presence(&global("m")).await.unwrap();
+    let members = a.presence(&global("m")).await.unwrap().members;
     assert_eq!(members.len(), 1);
     assert_eq!(members[0].presence_id, "bob");
     a.close().await;
-    assert_eq!(b.presence(&global("m")).await.unwrap().len(), 1);
+    assert_eq!(b.presence(&global("m")).await.unwrap().members.len(), 1);
     b.close().await;
+}
+
+#[tokio::test]
+async fn member_lists_are_capped_and_say_so() {
+    let state = state(|c| c.max_presence_members = 2, app(|_| {}));
+    let exp = now_ms() / 1000 + 60;
+    let mut sessions = Vec::new();
+    for n in 0..3 {
+        let (mut s, rx) = session(&state, user(&format!("u{n}"), exp));
+        subscribe(&mut s, &global("big")).await.unwrap();
+        sessions.push((s, rx));
+    }
+    let list = sessions[0].0.presence(&global("big")).await.unwrap();
+    assert_eq!(list.members.len(), 2);
+    assert!(list.truncated);
+    assert_eq!(list.members[0].presence_id, "u0", "earliest joined first");
+    let all = capped(list.members.clone(), 2);
+    assert!(!all.truncated);
 }
 
 #[tokio::test]

@@ -5,11 +5,11 @@
 //! `herald_broker_node::codec::Native`, which renders replayed and historic
 //! publications here too.
 
-use crate::realtime::{error, recovery, HistoryPage, Session, Subscribed};
+use crate::realtime::{capped, error, recovery, HistoryPage, Session, Subscribed};
 use herald_broker_node::codec::Native;
 use herald_broker_node::EncodedFrame;
 use herald_protocol::client::{self, Request};
-use herald_protocol::server::{ErrorFrame, PresenceList, Reply, ServerFrame};
+use herald_protocol::server::{ErrorFrame, Reply, ServerFrame};
 use herald_protocol::{ErrorBody, ErrorCode, StreamPosition};
 use tracing::Instrument;
 
@@ -89,7 +89,8 @@ async fn handle(
             let recovery = recovery(since, replay_seconds);
             // The node queues the reply itself, ahead of the live
             // publications that follow it.
-            let render = |s: Subscribed<'_>| id.map(|id| subscribed(id, &s));
+            let max_members = session.state().config.max_presence_members;
+            let render = |s: Subscribed<'_>| id.map(|id| subscribed(id, max_members, &s));
             session.subscribe(&channel, recovery, render).await?;
             return Ok(None);
         }
@@ -117,10 +118,10 @@ async fn handle(
             }
         }
         Request::Presence { channel } => {
-            let members = session.presence(&channel).await?;
+            let presence = session.presence(&channel).await?;
             Reply {
                 channel: Some(channel.channel),
-                presence: Some(PresenceList { members }),
+                presence: Some(presence),
                 ..Reply::ok(0)
             }
         }
@@ -141,7 +142,7 @@ async fn handle(
 }
 
 /// A subscribe's reply: members, position, recovery and replay.
-fn subscribed(id: u64, s: &Subscribed<'_>) -> EncodedFrame {
+fn subscribed(id: u64, max_members: usize, s: &Subscribed<'_>) -> EncodedFrame {
     let outcome = s.outcome;
     let publications: Vec<_> = outcome
         .publications
@@ -156,9 +157,7 @@ fn subscribed(id: u64, s: &Subscribed<'_>) -> EncodedFrame {
         .collect();
     let reply = Reply {
         channel: Some(s.channel.channel.clone()),
-        presence: Some(PresenceList {
-            members: outcome.members.clone(),
-        }),
+        presence: Some(capped(outcome.members.clone(), max_members)),
         epoch: Some(outcome.position.epoch.clone()),
         offset: Some(outcome.position.offset),
         recovered: outcome.recovered,
