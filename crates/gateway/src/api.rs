@@ -200,6 +200,7 @@ async fn try_publish(
         token: req.options.token.as_deref(),
         context_overrides: req.options.context_overrides.as_deref(),
         context: req.context.as_ref().unwrap_or(&no_context),
+        client: None,
     };
     let (key, decision) = realtime::resolve(state, &app, &spec, Operation::Publish)
         .await
@@ -247,7 +248,7 @@ async fn try_token(
         ErrorCode::PayloadTooLarge => e,
         _ => error(ErrorCode::TokenSigningFailed, ""),
     })?;
-    let decision = charge(state, &app).await.map_err(for_app(&app))?;
+    let decision = charge(state, &app, None).await.map_err(for_app(&app))?;
     let ttl = req
         .ttl_seconds
         .unwrap_or(state.config.token_default_ttl_seconds);

@@ -5,6 +5,7 @@
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
+use herald_rate_limiter::Limit;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -183,6 +184,13 @@ pub struct AppConfig {
     pub ops_per_second: u32,
     /// How many operations may come at once above the rate.
     pub ops_burst: u32,
+    /// The most of the app's operation rate and burst one client (a user,
+    /// or the anonymous connections of one IP) may use, per gateway.
+    pub client_ops_share: f64,
+    /// The part of the app's operation rate and burst client connections
+    /// may never use: it stays for the app's backend (server API, API-key
+    /// connections).
+    pub server_ops_reserve: f64,
     /// Track presence and announce joins and leaves. Each join is sent to
     /// every subscriber of the channel: turn it off for broadcast channels
     /// with thousands of subscribers.
@@ -232,6 +240,8 @@ impl Default for AppConfig {
             allow_anonymous: false,
             ops_per_second: 50,
             ops_burst: 50,
+            client_ops_share: 0.2,
+            server_ops_reserve: 0.2,
             presence: true,
             history_size: 0,
             history_ttl_seconds: 300,
@@ -266,6 +276,28 @@ fn yes() -> bool {
 impl ChannelDefinition {
     pub fn matches(&self, channel: &str) -> bool {
         matches_pattern(&self.name, channel)
+    }
+}
+
+impl AppConfig {
+    /// The app's operation limit (Forge's per-installation limit).
+    pub fn ops_limit(&self) -> Limit {
+        Limit {
+            per_second: self.ops_per_second,
+            burst: self.ops_burst.max(1),
+        }
+    }
+
+    /// What one client may use of it.
+    pub fn client_ops_limit(&self) -> Limit {
+        self.ops_limit().fraction(self.client_ops_share)
+    }
+
+    /// What all client connections together may use of it; `None` when
+    /// nothing is reserved for the backend.
+    pub fn clients_ops_limit(&self) -> Option<Limit> {
+        (self.server_ops_reserve > 0.0)
+            .then(|| self.ops_limit().fraction(1.0 - self.server_ops_reserve))
     }
 }
 
@@ -423,6 +455,13 @@ impl Config {
             }
             if app.jwt_secret.as_deref().is_some_and(str::is_empty) {
                 return invalid(format!("app `{}`: jwt_secret is empty", app.id));
+            }
+            let share_ok = app.client_ops_share > 0.0 && app.client_ops_share <= 1.0;
+            if !share_ok || !(0.0..1.0).contains(&app.server_ops_reserve) {
+                return invalid(format!(
+                    "app `{}`: client_ops_share must be in (0, 1] and server_ops_reserve in [0, 1)",
+                    app.id
+                ));
             }
             if app.jwt_secret.is_none()
                 && app.jwt_public_key.is_none()

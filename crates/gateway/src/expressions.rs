@@ -56,7 +56,7 @@ async fn try_evaluate(
 ) -> Result<herald_expr::report::Report, ApiError> {
     let app = authenticate(state, headers)?;
     let req: EvaluateRequest = parse_body(state, body)?;
-    charge(state, &app).await.map_err(for_app(&app))?;
+    charge(state, &app, None).await.map_err(for_app(&app))?;
     // Up to 50,000 steps: off the async workers.
     let report = tokio::task::spawn_blocking(move || {
         herald_expr::report::report(&req.expression, Some(&req.event), &Limits::default()).0

@@ -5,6 +5,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use herald_broker_node::Node;
 use herald_rate_limiter::{ClusterLimiter, Decision, KeyedLimiter, Limit, LocalLimiter};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -17,6 +18,8 @@ pub struct AppState {
     pub apps: Apps,
     /// Realtime operations per app (subscribe, publish, token signing).
     pub ops: OpsLimiter,
+    /// Per app: each client's share of its operations, at this gateway.
+    pub client_ops: HashMap<String, KeyedLimiter<String>>,
     /// New WebSocket connections per client IP, at this gateway.
     pub connects: KeyedLimiter<IpAddr>,
     pub metrics: Metrics,
@@ -32,15 +35,22 @@ pub struct AppState {
 impl AppState {
     pub fn new(config: Config, node: Arc<Node>, address: String) -> Result<Arc<AppState>, String> {
         let apps = Apps::new(&config.apps)?;
-        let limits = config.apps.iter().map(|a| {
-            (
-                a.id.as_str(),
-                Limit {
-                    per_second: a.ops_per_second,
-                    burst: a.ops_burst.max(1),
-                },
-            )
-        });
+        // Per app: its whole allowance, and what its client connections
+        // together may use of it (`clients:<app>`), both cluster-wide.
+        let keys: Vec<(String, Limit)> = config
+            .apps
+            .iter()
+            .flat_map(|a| {
+                let clients = a.clients_ops_limit().map(|l| (clients_key(&a.id), l));
+                std::iter::once((a.id.clone(), a.ops_limit())).chain(clients)
+            })
+            .collect();
+        let limits = keys.iter().map(|(k, l)| (k.as_str(), *l));
+        let client_ops = config
+            .apps
+            .iter()
+            .map(|a| (a.id.clone(), KeyedLimiter::new(a.client_ops_limit())))
+            .collect();
         let ops = match node.shared_limits() {
             Some(store) => OpsLimiter::Cluster(ClusterLimiter::new(store, limits)),
             None => OpsLimiter::Local(LocalLimiter::new(limits)),
@@ -56,6 +66,7 @@ impl AppState {
             node,
             apps,
             ops,
+            client_ops,
             connects,
             shutdown: CancellationToken::new(),
             connections: TaskTracker::new(),
@@ -68,6 +79,11 @@ impl AppState {
     pub fn next_conn(&self) -> u64 {
         self.next_conn.fetch_add(1, Ordering::Relaxed)
     }
+}
+
+/// The key of what an app's client connections together may use.
+pub fn clients_key(app: &str) -> String {
+    format!("clients:{app}")
 }
 
 /// An app's operation limit: local in embedded mode, cluster-wide (with a

@@ -602,3 +602,56 @@ async fn presence_is_bounded_and_reading_needs_subscribe_rights() {
             .await;
     }
 }
+
+/// Finding 3: one client cannot drain its app's budget, and clients
+/// together cannot starve the app's backend.
+#[tokio::test]
+async fn no_client_drains_the_app_and_the_backend_keeps_its_reserve() {
+    // 10 operations per second, burst 10: one client may use 20% (2),
+    // clients together 80% (8); 2 stay for the backend.
+    let h = Herald::start_config(&format!(
+        "{}\n{}",
+        common::APPS,
+        r#"
+[[apps]]
+id = "shared"
+api_keys = ["key-shared"]
+jwt_secret = "secret-shared-test-only-0123456789abcdefghij"
+ops_per_second = 10
+ops_burst = 10
+"#
+    ))
+    .await;
+    let mut total = 0;
+    for n in 0..5 {
+        let mut c = h.user("shared", &format!("u{n}"), json!({})).await;
+        let mut accepted = 0;
+        for _ in 0..50 {
+            let r = c
+                .request(json!({"type":"publish","channel":"c","global":true,"payload":1}))
+                .await;
+            if r["ok"] == true {
+                accepted += 1;
+            } else {
+                assert_eq!(r["error"]["code"], "RATE_LIMIT_EXCEEDED", "{r}");
+            }
+        }
+        // Its share, and a little refill while it tried.
+        assert!(accepted <= 3, "user {n} got {accepted}");
+        if n == 0 {
+            assert!(accepted >= 2, "the first user got {accepted}");
+        }
+        total += accepted;
+    }
+    assert!(total <= 10, "clients together got {total}");
+    for _ in 0..2 {
+        let (status, body, _) = h
+            .post(
+                "/api/v1/publish/global",
+                "key-shared",
+                json!({"channel":"c","payload":"backend"}),
+            )
+            .await;
+        assert_eq!(status, 200, "the backend was starved: {body}");
+    }
+}

@@ -35,6 +35,20 @@ pub struct Limit {
 }
 
 impl Limit {
+    /// `share` (0 to 1) of this limit, rate and burst rounded up: a
+    /// fraction of a non-zero limit is never zero (unlimited).
+    pub fn fraction(self, share: f64) -> Limit {
+        let part = |n: u32| ((f64::from(n) * share).ceil() as u32).max(1);
+        Limit {
+            per_second: if self.per_second == 0 {
+                0
+            } else {
+                part(self.per_second)
+            },
+            burst: part(self.burst.max(1)),
+        }
+    }
+
     fn quota(self) -> Option<Quota> {
         let rate = NonZeroU32::new(self.per_second)?;
         let burst = NonZeroU32::new(self.burst.max(1))?;

@@ -30,7 +30,7 @@ pub use subscribe::{recovery, Subscribed};
 
 use crate::auth::{verify_channel_token, App};
 use crate::edge::rate_limited;
-use crate::state::AppState;
+use crate::state::{clients_key, AppState};
 use herald_broker_node::{ChannelKey, KeyError, Scope};
 use herald_protocol::api::Permission;
 use herald_protocol::{ErrorBody, ErrorCode};
@@ -67,29 +67,58 @@ pub struct ChannelSpec<'a> {
     pub context_overrides: Option<&'a [String]>,
     /// The product context the caller speaks for.
     pub context: &'a Map<String, Value>,
+    /// The client, for its share of the app's operations (`user:<sub>`,
+    /// `ip:<address>`); `None` for the app's backend.
+    pub client: Option<&'a str>,
 }
 
 pub fn error(code: ErrorCode, detail: impl Into<String>) -> ErrorBody {
     ErrorBody::new(code, detail)
 }
 
-/// Takes one realtime operation from the app's allowance.
-pub async fn charge(state: &AppState, app: &App) -> Result<Decision, ErrorBody> {
+/// Takes one realtime operation from the app's allowance; for a client
+/// (`Some(key)`: `user:<sub>` or `ip:<address>`), first from that client's
+/// share and from what client connections together may use, so that no
+/// client drains the app and the backend keeps its reserve.
+pub async fn charge(
+    state: &AppState,
+    app: &App,
+    client: Option<&str>,
+) -> Result<Decision, ErrorBody> {
+    let metrics = &state.metrics;
+    let refuse = |kind: &str, wait| {
+        metrics
+            .ratelimit_rejections
+            .with_label_values(&[kind, app.id()])
+            .inc();
+        Err(rate_limited(wait))
+    };
+    if let Some(client) = client {
+        metrics
+            .ratelimit_checks
+            .with_label_values(&["ops_client"])
+            .inc();
+        let share = state.client_ops.get(app.id());
+        if let Some(wait) = share.and_then(|l| l.check(&client.to_owned())) {
+            return refuse("ops_client", wait);
+        }
+        if app.config.clients_ops_limit().is_some() {
+            metrics
+                .ratelimit_checks
+                .with_label_values(&["ops_clients"])
+                .inc();
+            let decision = state.ops.check(&clients_key(app.id())).await;
+            if !decision.allowed {
+                return refuse("ops_clients", decision.retry_after);
+            }
+        }
+    }
     let decision = state.ops.check(app.id()).await;
-    state
-        .metrics
-        .ratelimit_checks
-        .with_label_values(&["ops"])
-        .inc();
+    metrics.ratelimit_checks.with_label_values(&["ops"]).inc();
     if decision.allowed {
         return Ok(decision);
     }
-    state
-        .metrics
-        .ratelimit_rejections
-        .with_label_values(&["ops", app.id()])
-        .inc();
-    Err(rate_limited(decision.retry_after))
+    refuse("ops", decision.retry_after)
 }
 
 /// Checks a channel request and resolves the key it meets others on.
@@ -108,7 +137,7 @@ pub async fn resolve(
         None => None,
     };
     let decision = match op.counted() {
-        true => Some(charge(state, app).await?),
+        true => Some(charge(state, app, spec.client).await?),
         false => None,
     };
     if let Some(grant) = &grant {

@@ -11,6 +11,7 @@ use herald_protocol::server::Member;
 use herald_protocol::{now_ms, timestamp_string, ErrorBody};
 use herald_rate_limiter::{Cell, Limit};
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -29,6 +30,10 @@ pub struct Session {
     pub(super) subscriptions: HashMap<(String, bool), ChannelKey>,
     /// The connection's allowance of `presence` and `history` requests.
     reads: Option<Cell>,
+    /// The client, for its share of the app's operations: `user:<sub>`, or
+    /// `ip:<address>` for anonymous connections; `None` for the app's
+    /// backend (an API-key connection).
+    client: Option<String>,
 }
 
 impl Session {
@@ -39,7 +44,13 @@ impl Session {
         conn: ConnId,
         outbound: Outbound,
         surface: &'static str,
+        ip: IpAddr,
     ) -> Self {
+        let client = match &identity {
+            Identity::User { sub, .. } => Some(format!("user:{sub}")),
+            Identity::Anonymous => Some(format!("ip:{ip}")),
+            Identity::System => None,
+        };
         let reads = Cell::new(Limit {
             per_second: state.config.reads_per_second_per_connection,
             burst: state.config.reads_burst_per_connection.max(1),
@@ -53,6 +64,7 @@ impl Session {
             surface,
             subscriptions: HashMap::new(),
             reads,
+            client,
         }
     }
 
@@ -147,6 +159,7 @@ impl Session {
             token: channel.token.as_deref(),
             context_overrides: channel.context_overrides.as_deref(),
             context: self.identity.context(),
+            client: self.client.as_deref(),
         };
         super::resolve(&self.state, &self.app, &spec, op)
             .await

@@ -50,7 +50,8 @@ fn session(state: &Arc<AppState>, identity: Identity) -> (Session, Receiver) {
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let app = Arc::clone(state.apps.get("a1").unwrap());
     let conn = ConnId::new(n, format!("c-{n:016x}"));
-    let session = Session::new(Arc::clone(state), app, identity, conn, outbound, "test");
+    let ip = std::net::Ipv4Addr::LOCALHOST.into();
+    let session = Session::new(Arc::clone(state), app, identity, conn, outbound, "test", ip);
     (session, rx)
 }
 

@@ -17,6 +17,7 @@ use herald_protocol::server::{Connected, DisconnectReason, ServerFrame};
 use herald_protocol::{ErrorBody, ErrorCode};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::{sleep_until, timeout, timeout_at, Instant};
@@ -34,7 +35,7 @@ const WRITE_BATCH: usize = 64;
 /// How long a closing connection gets to flush its farewell.
 const FAREWELL_TIMEOUT: Duration = Duration::from_secs(2);
 
-pub async fn run(state: Arc<AppState>, app: Arc<App>, identity: Identity, ws: Socket) {
+pub async fn run(state: Arc<AppState>, app: Arc<App>, identity: Identity, ip: IpAddr, ws: Socket) {
     let conn = ConnId::new(
         state.next_conn(),
         format!("c-{:016x}", rand::random::<u64>()),
@@ -70,7 +71,7 @@ pub async fn run(state: Arc<AppState>, app: Arc<App>, identity: Identity, ws: So
         };
         let mut writer = tokio::spawn(write_loop(sink, rx, Arc::clone(&kick), timing));
 
-        let mut session = Session::new(Arc::clone(&state), app, identity, conn, outbound, "ws");
+        let mut session = Session::new(Arc::clone(&state), app, identity, conn, outbound, "ws", ip);
         let mut writer_done = false;
         read_loop(
             &state,

@@ -46,7 +46,7 @@ pub async fn upgrade(
     mut request: Request,
 ) -> Response {
     // Taken, not cloned: admission put it there for this handler alone.
-    let Some(Admitted { app, identity, .. }) = request.extensions_mut().remove::<Admitted>() else {
+    let Some(Admitted { app, identity, ip }) = request.extensions_mut().remove::<Admitted>() else {
         let e = ErrorBody::new(ErrorCode::InternalError, "connection was not admitted");
         return refuse_connection(&state, StatusCode::INTERNAL_SERVER_ERROR, e);
     };
@@ -82,7 +82,7 @@ pub async fn upgrade(
                     Some(config),
                 )
                 .await;
-                connection::run(task_state, app, identity, ws).await;
+                connection::run(task_state, app, identity, ip, ws).await;
             }
             Err(e) => tracing::debug!(error = %e, "upgrade failed"),
         }

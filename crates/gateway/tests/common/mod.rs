@@ -47,6 +47,9 @@ history_size = 100000
 id = "limited"
 api_keys = ["key-limited"]
 jwt_secret = "secret-limited-test-only-0123456789abcdefghij"
+# Forge's per-app counting alone: no client shares.
+client_ops_share = 1.0
+server_ops_reserve = 0.0
 ops_per_second = 1
 ops_burst = 3
 
@@ -54,6 +57,9 @@ ops_burst = 3
 id = "limited2"
 api_keys = ["key-limited2"]
 jwt_secret = "secret-limited2-test-only-0123456789abcdefghij"
+# Forge's per-app counting alone: no client shares.
+client_ops_share = 1.0
+server_ops_reserve = 0.0
 ops_per_second = 1
 ops_burst = 3
 
@@ -61,6 +67,9 @@ ops_burst = 3
 id = "busy"
 api_keys = ["key-busy"]
 jwt_secret = "secret-busy-test-only-0123456789abcdefghij"
+# Forge's per-app counting alone: no client shares.
+client_ops_share = 1.0
+server_ops_reserve = 0.0
 ops_per_second = 100
 ops_burst = 10
 
