@@ -97,6 +97,17 @@ pub struct Config {
     /// gateway: the client is the entry this many places from the right.
     /// Entries further left are the client's own claims and never used.
     pub trusted_proxy_hops: usize,
+    /// How long a client may take to send a request's headers; also how
+    /// long an idle keep-alive HTTP connection is kept.
+    pub http_header_timeout_ms: u64,
+    /// How long a client may take to send a request's body.
+    pub http_body_timeout_ms: u64,
+    /// Open TCP connections at most (HTTP and WebSocket), checked as they
+    /// are accepted, before anything is read; over it they are refused.
+    pub max_connections: usize,
+    /// Open TCP connections at most from one client IP (the peer address),
+    /// likewise; 0 disables.
+    pub max_connections_per_ip: usize,
     /// When set, `/metrics` answers only requests with
     /// `Authorization: Bearer <metrics_token>`.
     pub metrics_token: Option<String>,
@@ -158,6 +169,10 @@ impl Default for Config {
             trust_forwarded_for: false,
             trusted_proxy_hops: 1,
             metrics_token: None,
+            http_header_timeout_ms: 10_000,
+            http_body_timeout_ms: 10_000,
+            max_connections: 100_000,
+            max_connections_per_ip: 1_000,
             log_level: "info".into(),
             log_format: LogFormat::Text,
             apps: Vec::new(),

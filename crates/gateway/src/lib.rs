@@ -12,6 +12,7 @@
 //! - [`ws`]: the native WebSocket surface: transport and codec only.
 //! - [`api`]: the server API; [`expressions`]: the expression playground
 //!   endpoint.
+//! - [`listener`]: the accept loop: connection caps and HTTP timeouts.
 //! - [`metrics`], [`state`], and [`server`] (routes, start-up, shutdown).
 //!
 //! Adding a client surface means adding a codec (`herald_broker_node::Codec`
@@ -24,6 +25,7 @@ pub mod auth;
 pub mod config;
 pub mod edge;
 pub mod expressions;
+pub mod listener;
 pub mod metrics;
 pub mod realtime;
 pub mod server;

@@ -3,13 +3,13 @@
 use crate::api;
 use crate::config::Config;
 use crate::edge::{self, Credentials};
+use crate::listener;
 use crate::state::AppState;
 use crate::ws;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use axum::{middleware, Router};
 use herald_broker_node::Node;
 use herald_protocol::now_ms;
@@ -17,6 +17,7 @@ use herald_redis::ClusterOptions;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 
 pub fn router(state: Arc<AppState>) -> Router {
     let body_limit = api::body_limit(&state);
@@ -31,6 +32,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .merge(api::routes())
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(RequestBodyTimeoutLayer::new(Duration::from_millis(
+            state.config.http_body_timeout_ms,
+        )))
         .with_state(state)
 }
 
@@ -141,23 +145,13 @@ impl Server {
             tracing::info!("shutting down: closing connections");
             stop.cancel();
         });
-        let graceful = state.shutdown.clone();
-        // Small frames go out at once: without NODELAY, Nagle and delayed
-        // ACKs hold them back for tens of milliseconds.
-        let listener = self.listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let app = router(Arc::clone(&state))
-            .into_make_service_with_connect_info::<std::net::SocketAddr>();
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { graceful.cancelled().await })
-            .await?;
+        let app = router(Arc::clone(&state));
+        let http = listener::serve(self.listener, app, Arc::clone(&state)).await;
         state.connections.close();
+        // HTTP requests in flight and WebSocket connections drain together.
         let grace = Duration::from_millis(state.config.shutdown_grace_ms);
-        if tokio::time::timeout(grace, state.connections.wait())
-            .await
-            .is_err()
-        {
+        let drained = async { tokio::join!(http.wait(), state.connections.wait()) };
+        if tokio::time::timeout(grace, drained).await.is_err() {
             tracing::warn!(
                 left = state.connections.len(),
                 "shutdown grace elapsed with connections still open"

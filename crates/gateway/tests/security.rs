@@ -655,3 +655,100 @@ ops_burst = 10
         assert_eq!(status, 200, "the backend was starved: {body}");
     }
 }
+
+/// A TCP connection to `addr` from the loopback address `from`.
+async fn tcp_from(from: &str, addr: &str) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    socket.connect(addr.parse().unwrap()).await.unwrap()
+}
+
+/// Reads until the peer closes; true when it did within `within`.
+async fn closed_within(tcp: &mut tokio::net::TcpStream, within: std::time::Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 1024];
+    tokio::time::timeout(within, async {
+        loop {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+/// Finding 2: half-sent requests, idle sockets and trickled bodies are
+/// closed after their timeouts; connections are capped per IP before
+/// anything is read; health checks from elsewhere answer meanwhile.
+#[tokio::test]
+async fn slow_and_idle_connections_are_closed_and_capped() {
+    use std::time::Duration;
+    use tokio::io::AsyncWriteExt;
+    let h = Herald::start_with(
+        "http_header_timeout_ms = 1000\nhttp_body_timeout_ms = 1000\nmax_connections_per_ip = 20",
+    )
+    .await;
+    // Headers never finished; nothing sent at all.
+    let mut half = tcp_from("127.0.0.2", &h.addr).await;
+    half.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    let mut idle = tcp_from("127.0.0.2", &h.addr).await;
+    // A body trickled one byte at a time.
+    let mut slow = tcp_from("127.0.0.2", &h.addr).await;
+    slow.write_all(
+        b"POST /api/v1/publish/global HTTP/1.1\r\nhost: x\r\nx-api-key: key-app1\r\n\
+          content-type: application/json\r\ncontent-length: 100\r\n\r\n{",
+    )
+    .await
+    .unwrap();
+    for (what, tcp) in [("half-sent headers", &mut half), ("idle", &mut idle)] {
+        assert!(
+            closed_within(tcp, Duration::from_secs(4)).await,
+            "{what} still open"
+        );
+    }
+    // The trickled body gets an answer (an error) and the connection ends
+    // or is answered well within the test's patience.
+    let started = tokio::time::Instant::now();
+    let _ = closed_within(&mut slow, Duration::from_secs(4)).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "trickled body still held"
+    );
+
+    // 20 idle sockets from one address fill its cap: the 21st is refused
+    // at once, while another address is served.
+    let mut held = Vec::new();
+    for _ in 0..20 {
+        held.push(tcp_from("127.0.0.3", &h.addr).await);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut over = tcp_from("127.0.0.3", &h.addr).await;
+    let mut answer = String::new();
+    use tokio::io::AsyncReadExt;
+    let _ = tokio::time::timeout(Duration::from_secs(2), over.read_to_string(&mut answer)).await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer:?}");
+    let health = reqwest::Client::builder()
+        .local_address("127.0.0.4".parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap()
+        .get(h.http("/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    // Once the held sockets go, the address is let in again.
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut again = tcp_from("127.0.0.3", &h.addr).await;
+    again
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    let _ = tokio::time::timeout(Duration::from_secs(2), again.read_to_string(&mut answer)).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+}

@@ -12,6 +12,7 @@ mod codec;
 mod connection;
 
 use crate::edge::{refuse_connection, Admitted};
+use crate::listener::Slot;
 use crate::state::AppState;
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -61,6 +62,8 @@ pub async fn upgrade(
         }
     };
     let on_upgrade = hyper::upgrade::on(&mut request);
+    // The connection keeps its place under the caps while it lives.
+    let slot = request.extensions_mut().remove::<Slot>();
     let hard_limit = state.config.max_frame_bytes * 4;
     // tungstenite allocates its read buffer up front: 128 KiB by default,
     // which would make every idle connection cost that much. Frames are
@@ -83,6 +86,7 @@ pub async fn upgrade(
                 )
                 .await;
                 connection::run(task_state, app, identity, ip, ws).await;
+                drop(slot);
             }
             Err(e) => tracing::debug!(error = %e, "upgrade failed"),
         }
