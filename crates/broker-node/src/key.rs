@@ -77,12 +77,13 @@ impl ChannelKey {
                         let mut names: Vec<&String> = names.iter().collect();
                         names.sort();
                         names.dedup();
+                        // The names are part of the key; a property the
+                        // context lacks stays absent, which is not `null`.
                         let mut picked = Map::new();
                         for n in &names {
-                            picked.insert(
-                                (*n).clone(),
-                                context.get(*n).cloned().unwrap_or(Value::Null),
-                            );
+                            if let Some(value) = context.get(*n) {
+                                picked.insert((*n).clone(), value.clone());
+                            }
                         }
                         canon.push('o');
                         canonical_json(
@@ -280,6 +281,15 @@ mod tests {
         let a = scoped(json!({"module":"m1","issue":"1"}), Some(&["issue"]));
         let b = scoped(json!({"module":"m2","issue":"1"}), Some(&["issue"]));
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn an_absent_property_is_not_null() {
+        let absent = scoped(json!({"module":"m"}), Some(&["issue"]));
+        let null = scoped(json!({"issue":null}), Some(&["issue"]));
+        assert_ne!(absent, null);
+        assert_eq!(absent, scoped(json!({}), Some(&["issue"])));
+        assert_ne!(scoped(json!({}), None), scoped(json!({"issue":null}), None));
     }
 
     #[test]

@@ -174,7 +174,12 @@ pub struct UserClaims {
     pub iat: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The product context, read exactly (`herald_protocol::exact`).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "herald_protocol::exact::opt_map"
+    )]
     pub ctx: Option<Map<String, Value>>,
 }
 

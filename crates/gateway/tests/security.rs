@@ -752,3 +752,75 @@ async fn slow_and_idle_connections_are_closed_and_capped() {
     let _ = tokio::time::timeout(Duration::from_secs(2), again.read_to_string(&mut answer)).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
 }
+
+/// Finding 9: what is hashed into a channel key is read exactly: large
+/// integers and decimals in claims or contexts are refused, duplicate keys
+/// are refused, an absent context property is not `null`.
+#[tokio::test]
+async fn claims_and_contexts_are_read_exactly() {
+    let h = Herald::start().await;
+    let http = reqwest::Client::new();
+    let post = |path: &str, body: &str| {
+        http.post(h.http(path))
+            .header("x-api-key", "key-app1")
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+    };
+    for claims in [
+        r#"{"uid":18446744073709551617}"#,
+        r#"{"uid":9007199254740993}"#,
+        r#"{"uid":1.5}"#,
+        r#"{"uid":1,"uid":2}"#,
+    ] {
+        let body = format!(r#"{{"channel":"c","claims":{claims}}}"#);
+        let r = post("/api/v1/token", &body).await.unwrap();
+        assert_eq!(r.status(), 400, "{claims}");
+        let answer: Value = r.json().await.unwrap();
+        assert_eq!(
+            answer["errors"][0]["code"], "TOKEN_SIGNING_FAILED",
+            "{claims}"
+        );
+    }
+    let r = post(
+        "/api/v1/token",
+        r#"{"channel":"c","claims":{"uid":"18446744073709551617"}}"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200, "as a string it is exact");
+    let r = post(
+        "/api/v1/publish",
+        r#"{"channel":"c","payload":1,"context":{"issue":"1","issue":"2"}}"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 400);
+    let answer: Value = r.json().await.unwrap();
+    assert!(
+        answer["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("twice"),
+        "{answer}"
+    );
+    // A user JWT whose ctx cannot be read exactly is refused.
+    let token = common::user_token("app1", "u", json!({"issue": 1.5}), 60);
+    let (status, _) = upgrade(&h.ws_url(&format!("token={token}")), &[])
+        .await
+        .expect_err("inexact ctx");
+    assert_eq!(status, 401);
+    // Absent is not null: these two never meet.
+    let mut with_null = h.user("app1", "a", json!({"issue": null})).await;
+    let mut without = h.user("app1", "b", json!({"module": "m"})).await;
+    let scoped = |c: &str| json!({"type":"subscribe","channel":c,"contextOverrides":["issue"]});
+    with_null.ok(scoped("room")).await;
+    without.ok(scoped("room")).await;
+    with_null
+        .ok(json!({"type":"publish","channel":"room","contextOverrides":["issue"],"payload":1}))
+        .await;
+    assert_eq!(with_null.expect("event").await["payload"], 1);
+    without
+        .expect_no_event(std::time::Duration::from_millis(300))
+        .await;
+}

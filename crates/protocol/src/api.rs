@@ -12,7 +12,9 @@ pub struct PublishRequest {
     pub channel: String,
     pub payload: Box<RawValue>,
     pub event: Option<String>,
-    /// The product context the publisher speaks for (scoped channels only).
+    /// The product context the publisher speaks for (scoped channels only),
+    /// read exactly ([`crate::exact`]).
+    #[serde(default, deserialize_with = "crate::exact::opt_map")]
     pub context: Option<serde_json::Map<String, serde_json::Value>>,
     #[serde(default)]
     pub options: PublishOptions,
@@ -41,6 +43,8 @@ pub struct PublishResult {
 #[serde(rename_all = "camelCase")]
 pub struct TokenRequest {
     pub channel: String,
+    /// Read exactly ([`crate::exact`]): they are part of the channel key.
+    #[serde(deserialize_with = "crate::exact::value")]
     pub claims: serde_json::Value,
     pub permissions: Option<Vec<Permission>>,
     pub ttl_seconds: Option<u64>,

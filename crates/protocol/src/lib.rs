@@ -7,12 +7,14 @@
 //! - [`server`]: frames the server sends (`connected`, `reply`, `event`, ...).
 //! - [`api`]: request and answer bodies of the server API (`/api/v1/...`).
 //! - [`error`]: the error codes of the contract, their messages and HTTP status.
+//! - [`exact`]: JSON read exactly, for claims and contexts.
 //!
 //! The contract itself is documented for users in `docs/protocol.md`.
 
 pub mod api;
 pub mod client;
 pub mod error;
+pub mod exact;
 pub mod server;
 
 pub use error::{ErrorBody, ErrorCode};
