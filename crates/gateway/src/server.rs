@@ -50,8 +50,8 @@ async fn ready(State(state): State<Arc<AppState>>) -> impl IntoResponse {
 
 async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     if let Some(token) = &state.config.metrics_token {
-        let sent = Credentials::from_headers(&headers).bearer;
-        if sent.as_deref() != Some(token.as_str()) {
+        let sent = Credentials::from_headers(&headers).bearer.unwrap_or_default();
+        if !same_secret(sent.as_bytes(), token.as_bytes()) {
             return (StatusCode::UNAUTHORIZED, "metrics need the metrics token").into_response();
         }
     }
@@ -64,6 +64,17 @@ async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Resp
         state.metrics.render(),
     )
         .into_response()
+}
+
+/// Compares a presented secret with the expected one in time that does not
+/// depend on where they differ.
+fn same_secret(sent: &[u8], expected: &[u8]) -> bool {
+    sent.len() == expected.len()
+        && sent
+            .iter()
+            .zip(expected)
+            .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+            == 0
 }
 
 /// A bound, not yet serving, server.
