@@ -151,7 +151,7 @@ impl Default for Config {
             reads_per_second_per_connection: 10,
             reads_burst_per_connection: 20,
             max_presence_members: 1000,
-            presence_announce_limit: 1000,
+            presence_announce_limit: 100,
             write_delay_ms: 0,
             ping_interval_ms: 25_000,
             shutdown_grace_ms: 10_000,
@@ -308,11 +308,24 @@ impl AppConfig {
         self.ops_limit().fraction(self.client_ops_share)
     }
 
-    /// What all client connections together may use of it; `None` when
-    /// nothing is reserved for the backend.
+    /// What all client connections together may use of it: the whole
+    /// less the backend's reserve, rounded up so that the reserve is never
+    /// zero (and clients keep at least one). `None` when nothing is
+    /// reserved.
     pub fn clients_ops_limit(&self) -> Option<Limit> {
-        (self.server_ops_reserve > 0.0)
-            .then(|| self.ops_limit().fraction(1.0 - self.server_ops_reserve))
+        if self.server_ops_reserve <= 0.0 {
+            return None;
+        }
+        let whole = self.ops_limit();
+        let reserve = whole.fraction(self.server_ops_reserve);
+        let rest = |all: u32, kept: u32| all.saturating_sub(kept).max(1);
+        Some(Limit {
+            per_second: match whole.per_second {
+                0 => 0,
+                all => rest(all, reserve.per_second),
+            },
+            burst: rest(whole.burst, reserve.burst),
+        })
     }
 }
 
@@ -360,9 +373,11 @@ pub enum ConfigError {
     Invalid(String),
 }
 
-/// Loads the configuration: `file` (or `HERALD_CONFIG`), then `HERALD_*`
-/// variables, then `overrides`. Returns it with whether the development app
-/// was added because no app was configured.
+/// The deepest `max_payload_depth` allowed: a payload this deep, inside a
+/// reply's publication list, stays under serde_json's 128 levels, so every
+/// frame Herald sends can be read by the Rust client.
+pub const MAX_PAYLOAD_DEPTH: usize = 100;
+
 /// Shortest `jwt_secret` `check-config` accepts, in bytes (HS256 wants a
 /// key at least as long as its 32-byte hash).
 pub const MIN_SECRET_BYTES: usize = 32;
@@ -394,6 +409,9 @@ pub fn secret_problems(config: &Config) -> Vec<String> {
     problems
 }
 
+/// Loads the configuration: `file` (or `HERALD_CONFIG`), then `HERALD_*`
+/// variables, then `overrides`. Returns it with whether the development app
+/// was added because no app was configured.
 pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<(Config, bool), ConfigError> {
     let mut figment = Figment::from(Serialized::defaults(Config::default()));
     if let Some(path) = file {
@@ -436,6 +454,20 @@ impl Config {
         }
         if self.presence_ttl_seconds == 0 {
             return invalid("presence_ttl_seconds must be positive".into());
+        }
+        if !(1..=MAX_PAYLOAD_DEPTH).contains(&self.max_payload_depth) {
+            return invalid(format!(
+                "max_payload_depth must be 1 to {MAX_PAYLOAD_DEPTH}: deeper frames are more than clients' JSON readers take"
+            ));
+        }
+        if self
+            .metrics_token
+            .as_deref()
+            .is_some_and(|t| t.trim().is_empty())
+        {
+            return invalid(
+                "metrics_token must not be empty (leave it out to keep /metrics open)".into(),
+            );
         }
         if self.write_delay_ms > 1000 {
             return invalid("write_delay_ms must be at most 1000".into());

@@ -20,13 +20,23 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use parking_lot::Mutex;
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
+
+/// Places beyond `max_connections` kept for health checks: a connection
+/// in one may only ask `/healthz` or `/readyz`.
+pub const HEALTH_RESERVE: usize = 32;
+
+/// Descriptors kept free of connections, for Redis, files and logs.
+const SPARE_DESCRIPTORS: usize = 64;
 
 /// Counts open connections, overall and per IP.
 pub struct Gate {
@@ -38,11 +48,21 @@ pub struct Gate {
 
 /// One admitted connection; dropping the last clone frees its place.
 #[derive(Clone)]
-pub struct Slot(#[allow(dead_code)] Arc<SlotInner>);
+pub struct Slot(Arc<SlotInner>);
 
 struct SlotInner {
     gate: Arc<Gate>,
     ip: IpAddr,
+    /// Admitted into the health reserve: health checks only.
+    health_only: bool,
+}
+
+impl Slot {
+    /// Whether the connection came in over the cap, into the places kept
+    /// for health checks.
+    pub fn health_only(&self) -> bool {
+        self.0.health_only
+    }
 }
 
 impl Drop for SlotInner {
@@ -67,18 +87,23 @@ impl Gate {
         })
     }
 
-    /// A place for a connection from `ip`, or `None` when a cap is reached.
+    /// A place for a connection from `ip`, or `None` when a cap is
+    /// reached. Past `max_total`, up to [`HEALTH_RESERVE`] more connections
+    /// get a health-only place.
     pub fn enter(self: &Arc<Gate>, ip: IpAddr) -> Option<Slot> {
         let mut open = self.open.lock();
         let from_ip = open.1.get(&ip).copied().unwrap_or(0);
-        if open.0 >= self.max_total || (self.max_per_ip > 0 && from_ip >= self.max_per_ip) {
+        let per_ip_full = self.max_per_ip > 0 && from_ip >= self.max_per_ip;
+        if per_ip_full || open.0 >= self.max_total + HEALTH_RESERVE {
             return None;
         }
+        let health_only = open.0 >= self.max_total;
         open.0 += 1;
         *open.1.entry(ip).or_insert(0) += 1;
         Some(Slot(Arc::new(SlotInner {
             gate: Arc::clone(self),
             ip,
+            health_only,
         })))
     }
 
@@ -86,6 +111,32 @@ impl Gate {
     pub fn open(&self) -> usize {
         self.open.lock().0
     }
+}
+
+/// `configured`, lowered to what the process's descriptor limit allows
+/// with room for the health reserve and everything else.
+fn effective_max_connections(configured: usize) -> usize {
+    #[cfg(unix)]
+    {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit only writes the struct it is given.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+            let descriptors = usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX);
+            let room = descriptors.saturating_sub(SPARE_DESCRIPTORS + HEALTH_RESERVE);
+            if room < configured {
+                tracing::warn!(
+                    configured,
+                    descriptors,
+                    "max_connections lowered to {room} to fit the descriptor limit (ulimit -n)"
+                );
+                return room.max(1);
+            }
+        }
+    }
+    configured
 }
 
 /// Answers a connection over a cap with a 503 (best effort, without
@@ -106,7 +157,10 @@ fn refuse(tcp: TcpStream) {
 /// (WebSocket) connections are not among them: the caller drains those.
 pub async fn serve(listener: TcpListener, router: Router, state: Arc<AppState>) -> TaskTracker {
     let config = &state.config;
-    let gate = Gate::new(config.max_connections, config.max_connections_per_ip);
+    let gate = Gate::new(
+        effective_max_connections(config.max_connections),
+        config.max_connections_per_ip,
+    );
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -127,6 +181,7 @@ pub async fn serve(listener: TcpListener, router: Router, state: Arc<AppState>) 
             }
         };
         let Some(slot) = gate.enter(peer.ip()) else {
+            // Over every cap: even the health reserve is full.
             state
                 .metrics
                 .connections_refused
@@ -139,10 +194,26 @@ pub async fn serve(listener: TcpListener, router: Router, state: Arc<AppState>) 
         // ACKs hold them back for tens of milliseconds.
         let _ = tcp.set_nodelay(true);
         let router = router.clone();
+        let body_timeout = Duration::from_millis(config.http_body_timeout_ms);
         let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+            let health = matches!(request.uri().path(), "/healthz" | "/readyz");
+            let refused = slot.health_only() && !health;
             request.extensions_mut().insert(ConnectInfo(peer));
             request.extensions_mut().insert(slot.clone());
-            router.clone().oneshot(request.map(Body::new))
+            let router = router.clone();
+            async move {
+                if refused {
+                    // Over the cap: only health checks are served here.
+                    let busy = axum::http::Response::builder()
+                        .status(503)
+                        .header("connection", "close")
+                        .body(Body::from("over capacity"))
+                        .expect("a static response");
+                    return Ok(busy);
+                }
+                let body = |b: Incoming| Body::new(DeadlineBody::new(b, body_timeout));
+                router.oneshot(request.map(body)).await
+            }
         });
         let connection = builder
             .serve_connection(TokioIo::new(tcp), service)
@@ -166,6 +237,49 @@ pub async fn serve(listener: TcpListener, router: Router, state: Arc<AppState>) 
     connections
 }
 
+/// A request body that must arrive whole before a deadline, however it
+/// trickles (a timeout between chunks would let one byte every few
+/// seconds hold a request for hours).
+struct DeadlineBody {
+    inner: Incoming,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl DeadlineBody {
+    fn new(inner: Incoming, within: Duration) -> Self {
+        DeadlineBody {
+            inner,
+            deadline: Box::pin(tokio::time::sleep(within)),
+        }
+    }
+}
+
+impl http_body::Body for DeadlineBody {
+    type Data = bytes::Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        if self.deadline.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Some(Err("the request body did not arrive in time".into())));
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,7 +293,10 @@ mod tests {
         let a2 = gate.enter(a).unwrap();
         assert!(gate.enter(a).is_none(), "per-IP cap");
         let b1 = gate.enter(b).unwrap();
-        assert!(gate.enter(b).is_none(), "overall cap");
+        assert!(!b1.health_only());
+        let over = gate.enter(b).unwrap();
+        assert!(over.health_only(), "over the cap: the health reserve");
+        drop(over);
         let shared = a1.clone();
         drop(a1);
         assert_eq!(gate.open(), 3, "a clone keeps the place");
@@ -188,8 +305,10 @@ mod tests {
         drop((a2, b1));
         assert_eq!(gate.open(), 1);
         let unlimited_ip = Gate::new(10, 0);
-        let held: Vec<_> = (0..10).map(|_| unlimited_ip.enter(a).unwrap()).collect();
-        assert!(unlimited_ip.enter(b).is_none());
+        let held: Vec<_> = (0..10 + HEALTH_RESERVE)
+            .map(|_| unlimited_ip.enter(a).unwrap())
+            .collect();
+        assert!(unlimited_ip.enter(b).is_none(), "the reserve is full too");
         drop(held);
     }
 }

@@ -253,6 +253,9 @@ fn check_config(file: Option<PathBuf>) -> Result<(), String> {
     }
     let mut shown = config.clone();
     shown.redis_url = shown.redis_url.as_deref().map(herald_redis::redact);
+    if shown.metrics_token.is_some() {
+        shown.metrics_token = Some("<redacted>".into());
+    }
     for app in &mut shown.apps {
         app.api_keys = app
             .api_keys

@@ -17,7 +17,6 @@ use herald_redis::ClusterOptions;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tower_http::timeout::RequestBodyTimeoutLayer;
 
 pub fn router(state: Arc<AppState>) -> Router {
     let body_limit = api::body_limit(&state);
@@ -32,9 +31,6 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .merge(api::routes())
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(RequestBodyTimeoutLayer::new(Duration::from_millis(
-            state.config.http_body_timeout_ms,
-        )))
         .with_state(state)
 }
 
@@ -50,7 +46,9 @@ async fn ready(State(state): State<Arc<AppState>>) -> impl IntoResponse {
 
 async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     if let Some(token) = &state.config.metrics_token {
-        let sent = Credentials::from_headers(&headers).bearer.unwrap_or_default();
+        let sent = Credentials::from_headers(&headers)
+            .bearer
+            .unwrap_or_default();
         if !same_secret(sent.as_bytes(), token.as_bytes()) {
             return (StatusCode::UNAUTHORIZED, "metrics need the metrics token").into_response();
         }
@@ -181,6 +179,9 @@ async fn upkeep(state: Arc<AppState>) {
         tick.tick().await;
         state.node.maintain(now_ms());
         state.connects.forget_idle();
+        for limiter in state.client_ops.values() {
+            limiter.forget_idle();
+        }
     }
 }
 

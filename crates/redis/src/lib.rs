@@ -206,7 +206,9 @@ pub fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
-    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    // The user info ends at the last `@` before the query; a password
+    // may hold an unencoded `/`, so the path cannot mark its end.
+    let end = rest.find('?').unwrap_or(rest.len());
     let Some(at) = rest[..end].rfind('@') else {
         return url.to_owned();
     };
@@ -401,6 +403,7 @@ mod tests {
         );
         assert_eq!(redact("redis://:s3cret@h:1"), "redis://:***@h:1");
         assert_eq!(redact("redis://s3cret@h:1"), "redis://***@h:1");
+        assert_eq!(redact("redis://u:ab/cd+e=@h:1/0"), "redis://u:***@h:1/0");
         assert_eq!(redact("redis://h:1/?x=a@b"), "redis://h:1/?x=a@b");
         assert_eq!(redact("redis-cluster://h:1,h:2"), "redis-cluster://h:1,h:2");
         let e = parse_url("redis-cluster://u:s3cret@nohost:port")

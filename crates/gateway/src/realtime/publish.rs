@@ -59,8 +59,9 @@ impl Session {
         payload: Box<RawValue>,
         idempotency_key: Option<&str>,
     ) -> Result<Accepted, ErrorBody> {
-        let key = self.resolve(channel, Operation::Publish).await?;
+        // The app's publish rules refuse before anything is charged.
         may_publish(&self.app.config, &self.identity, channel)?;
+        let key = self.resolve(channel, Operation::Publish).await?;
         if self.app.config.publish_requires_subscription
             && !self.state.node.is_subscribed(&key, &self.conn)
         {
@@ -151,7 +152,8 @@ pub async fn publish(
             ));
         }
     }
-    let scoped = idempotency_key.map(|key| format!("{sender} {key}"));
+    // Length-prefixed, so no sender and key can spell another's.
+    let scoped = idempotency_key.map(|key| format!("{}:{sender}:{key}", sender.len()));
     let idempotency = scoped.as_deref().map(|key| Idempotency {
         key,
         window: Duration::from_secs(state.config.idempotency_window_seconds),

@@ -223,28 +223,36 @@ async fn write_loop(
                 Some(frame) => {
                     // Batch what is already queued into one flush; a kick
                     // interrupts a flush the client is not reading.
+                    // Each write must make progress within the write
+                    // timeout: a client that reads, however slowly, is
+                    // not cut off; one that stopped reading is.
+                    let stalled = || WsError::Io(std::io::ErrorKind::TimedOut.into());
                     let batch = async {
                         // Frames queued during the delay go out with this
                         // one, in one write.
                         if !write_delay.is_zero() {
                             tokio::time::sleep(write_delay).await;
                         }
-                        sink.feed(text(frame)).await?;
-                        for _ in 1..WRITE_BATCH {
-                            match rx.try_recv() {
-                                Some(next) => sink.feed(text(next)).await?,
-                                None => break,
-                            }
+                        let mut next = Some(frame);
+                        for _ in 0..WRITE_BATCH {
+                            let Some(frame) = next.take().or_else(|| rx.try_recv()) else {
+                                break;
+                            };
+                            timeout(write_timeout, sink.feed(text(frame)))
+                                .await
+                                .map_err(|_| stalled())??;
                         }
-                        sink.flush().await
+                        timeout(write_timeout, sink.flush())
+                            .await
+                            .map_err(|_| stalled())?
                     };
                     tokio::select! {
-                        r = timeout(write_delay + write_timeout, batch) => match r {
-                            Ok(r) => r,
-                            Err(_) => {
+                        r = batch => match r {
+                            Err(WsError::Io(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
                                 kick.kick(DisconnectReason::SlowConsumer);
                                 break;
                             }
+                            r => r,
                         },
                         _ = kick.kicked() => break,
                     }
