@@ -321,7 +321,11 @@ impl Node {
                     .history
                     .read(key.id(), Some(&since), max_recovery, retention, now_ms)
                     .await?;
-                if read.complete && payload_bytes(&read.publications) <= max_bytes {
+                // Without history nothing proves that nothing was missed:
+                // publications made while no one listened went nowhere and
+                // left no offset behind.
+                let provable = retention.keeps_history();
+                if provable && read.complete && payload_bytes(&read.publications) <= max_bytes {
                     return Ok((read.position, read.publications, Some(true)));
                 }
                 // Replaying part of a range would mislead: replay nothing
@@ -427,10 +431,15 @@ impl Node {
         retention: Retention,
         now_ms: u64,
     ) -> Result<HistoryRead, NodeError> {
-        Ok(self
+        let mut read = self
             .history
             .read(key.id(), since, limit, retention, now_ms)
-            .await?)
+            .await?;
+        // As for recovery: without history, nothing proves completeness.
+        if !retention.keeps_history() {
+            read.complete = false;
+        }
+        Ok(read)
     }
 
     /// Periodic upkeep: ages out idle in-memory streams and idempotency

@@ -19,7 +19,7 @@ use serde::Serialize;
 use std::sync::Arc;
 
 pub fn routes() -> Router<Arc<AppState>> {
-    Router::new()
+    let routes = Router::new()
         .route("/api/v1/publish", post(publish_scoped))
         .route("/api/v1/publish/global", post(publish_global))
         .route("/api/v1/token", post(token))
@@ -27,7 +27,27 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route(
             "/api/v1/expressions/evaluate",
             post(crate::expressions::evaluate),
-        )
+        );
+    // No server-API call takes query parameters: one sent is a mistake.
+    routes.route_layer(axum::middleware::from_fn(no_query))
+}
+
+/// Refuses a server-API call with query parameters, naming the first.
+async fn no_query(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let Some(query) = request.uri().query().filter(|q| !q.is_empty()) else {
+        return next.run(request).await;
+    };
+    let name = query.split('&').next().unwrap_or_default();
+    let name = name.split('=').next().unwrap_or_default();
+    let e = error(
+        ErrorCode::RealtimeInvalidChannelRequest,
+        format!("unknown query parameter `{name}`"),
+    );
+    #[derive(Serialize)]
+    struct Refused {
+        errors: Vec<ErrorBody>,
+    }
+    (StatusCode::BAD_REQUEST, Json(Refused { errors: vec![e] })).into_response()
 }
 
 /// A failed call: the error and the HTTP status it is answered with.
@@ -246,6 +266,8 @@ async fn try_token(
     let app = authenticate(state, headers)?;
     let req: TokenRequest = parse_body(state, body).map_err(|e| match e.code {
         ErrorCode::PayloadTooLarge => e,
+        // A misplaced field is named, not folded into Forge's signing error.
+        _ if e.message.contains("unknown field") => e,
         _ => error(ErrorCode::TokenSigningFailed, ""),
     })?;
     let decision = charge(state, &app, None).await.map_err(for_app(&app))?;

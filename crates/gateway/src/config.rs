@@ -210,7 +210,9 @@ pub struct AppConfig {
     /// every subscriber of the channel: turn it off for broadcast channels
     /// with thousands of subscribers.
     pub presence: bool,
-    /// Publications kept per channel for `history`; 0 keeps none.
+    /// Publications kept per channel for `history` and recovery; 0 keeps
+    /// none, and then a reconnecting client can never be told it missed
+    /// nothing (`recovered: false`).
     pub history_size: usize,
     /// How long publications are kept, and how long an idle channel's
     /// offsets survive.
@@ -258,7 +260,7 @@ impl Default for AppConfig {
             client_ops_share: 0.2,
             server_ops_reserve: 0.2,
             presence: true,
-            history_size: 0,
+            history_size: 100,
             history_ttl_seconds: 300,
             publish_requires_subscription: false,
             require_channel_definitions: false,

@@ -1,5 +1,7 @@
 //! Bodies of the server API (`/api/v1/...`), called by app backends with an
-//! API key.
+//! API key. Request bodies refuse unknown fields: a misplaced field (an
+//! `idempotencyKey` beside `options` instead of in it) must not be
+//! silently ignored.
 
 use crate::error::ErrorBody;
 use serde::{Deserialize, Serialize};
@@ -7,7 +9,7 @@ use serde_json::value::RawValue;
 
 /// `POST /api/v1/publish` and `POST /api/v1/publish/global`.
 #[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PublishRequest {
     pub channel: String,
     pub payload: Box<RawValue>,
@@ -21,7 +23,7 @@ pub struct PublishRequest {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PublishOptions {
     pub token: Option<String>,
     pub context_overrides: Option<Vec<String>>,
@@ -40,7 +42,7 @@ pub struct PublishResult {
 
 /// `POST /api/v1/token`.
 #[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TokenRequest {
     pub channel: String,
     /// Read exactly ([`crate::exact`]): they are part of the channel key.

@@ -27,6 +27,8 @@ id = "app1"
 api_keys = ["key-app1"]
 jwt_secret = "secret-app1-test-only-0123456789abcdefghij"
 ops_per_second = 0
+# Keeps no history: publications with no subscriber go nowhere.
+history_size = 0
 
 [[apps]]
 id = "app2"

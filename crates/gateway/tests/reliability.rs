@@ -1,0 +1,168 @@
+//! The recovery promise and strict server-API bodies (docs/reliability.md).
+
+mod common;
+
+use common::{Client, Herald};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+/// Apps for these tests: history off, a short history, a short-lived one,
+/// and the defaults (history on).
+const APPS: &str = r#"
+[[apps]]
+id = "off"
+api_keys = ["key-off"]
+jwt_secret = "secret-off-test-only-0123456789abcdefghij"
+ops_per_second = 0
+history_size = 0
+
+[[apps]]
+id = "short"
+api_keys = ["key-short"]
+jwt_secret = "secret-short-test-only-0123456789abcdefghij"
+ops_per_second = 0
+history_size = 2
+
+[[apps]]
+id = "brief"
+api_keys = ["key-brief"]
+jwt_secret = "secret-brief-test-only-0123456789abcdefghij"
+ops_per_second = 0
+history_ttl_seconds = 1
+
+[[apps]]
+id = "default"
+api_keys = ["key-default"]
+jwt_secret = "secret-default-test-only-0123456789abcdefghij"
+ops_per_second = 0
+"#;
+
+/// Subscribes to `channel`, leaves, lets the backend publish `n` times,
+/// and subscribes again with `since` the position it had: the reply.
+async fn away_and_back(h: &Herald, app: &str, n: u32, away: Duration) -> Value {
+    let url = h.ws_url(&format!("apiKey=key-{app}"));
+    let mut c = Client::connect(&url).await;
+    let r = c
+        .ok(json!({"type":"subscribe","channel":"r","global":true}))
+        .await;
+    let since = json!({"epoch": r["epoch"], "offset": r["offset"]});
+    c.ok(json!({"type":"unsubscribe","channel":"r","global":true}))
+        .await;
+    for i in 0..n {
+        let (status, body, _) = h
+            .post(
+                "/api/v1/publish/global",
+                &format!("key-{app}"),
+                json!({"channel":"r","payload":i}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    tokio::time::sleep(away).await;
+    c.ok(json!({"type":"subscribe","channel":"r","global":true,"since": since}))
+        .await
+}
+
+fn replayed(reply: &Value) -> Vec<Value> {
+    reply["publications"]
+        .as_array()
+        .map(|p| p.iter().map(|e| e["payload"].clone()).collect())
+        .unwrap_or_default()
+}
+
+/// Where the server cannot prove nothing was missed, `since` answers
+/// `recovered: false` and replays nothing; where it can, it replays all.
+#[tokio::test]
+async fn since_never_claims_a_recovery_that_did_not_happen() {
+    let h = Herald::start_config(APPS).await;
+    // History off: the publications went nowhere and left no trace.
+    let r = away_and_back(&h, "off", 3, Duration::ZERO).await;
+    assert_eq!(r["recovered"], false, "history off: {r}");
+    assert!(replayed(&r).is_empty(), "{r}");
+    // Trimmed: 2 kept of 5.
+    let r = away_and_back(&h, "short", 5, Duration::ZERO).await;
+    assert_eq!(r["recovered"], false, "trimmed: {r}");
+    assert!(replayed(&r).is_empty(), "{r}");
+    // Expired: kept 1 s, back after 2.5 s.
+    let r = away_and_back(&h, "brief", 2, Duration::from_millis(2500)).await;
+    assert_eq!(r["recovered"], false, "expired: {r}");
+    // The defaults keep history: everything missed is replayed.
+    let r = away_and_back(&h, "default", 3, Duration::ZERO).await;
+    assert_eq!(r["recovered"], true, "defaults: {r}");
+    assert_eq!(replayed(&r), vec![json!(0), json!(1), json!(2)]);
+
+    // Another epoch: the stream the client knew is gone.
+    let mut c = Client::connect(&h.ws_url("apiKey=key-default")).await;
+    let r = c
+        .ok(json!({"type":"subscribe","channel":"r","global":true,
+                   "since":{"epoch":"00000000","offset":1}}))
+        .await;
+    assert_eq!(r["recovered"], false, "epoch changed: {r}");
+    assert!(replayed(&r).is_empty(), "{r}");
+
+    // `history` with `since` follows the same rule.
+    let mut c = Client::connect(&h.ws_url("apiKey=key-off")).await;
+    let r = c
+        .ok(json!({"type":"subscribe","channel":"h","global":true}))
+        .await;
+    let since = json!({"epoch": r["epoch"], "offset": r["offset"]});
+    let r = c
+        .ok(json!({"type":"history","channel":"h","global":true,"since": since}))
+        .await;
+    assert_eq!(r["recovered"], false, "history off: {r}");
+}
+
+/// A misplaced or unknown field in a server-API body, or a query
+/// parameter, is refused with the field's name, never ignored.
+#[tokio::test]
+async fn server_api_bodies_are_strict() {
+    let h = Herald::start_config(APPS).await;
+    let cases = [
+        (
+            "/api/v1/publish/global",
+            json!({"channel":"c","payload":1,"idempotencyKey":"k"}),
+            "idempotencyKey",
+        ),
+        (
+            "/api/v1/publish",
+            json!({"channel":"c","payload":1,"options":{"idempotency_key":"k"}}),
+            "idempotency_key",
+        ),
+        (
+            "/api/v1/token",
+            json!({"channel":"c","claims":{},"ttl":60}),
+            "ttl",
+        ),
+        (
+            "/api/v1/expressions/evaluate",
+            json!({"expression":"true","event":{},"strict":true}),
+            "strict",
+        ),
+    ];
+    for (path, body, field) in cases {
+        let (status, answer, _) = h.post(path, "key-default", body).await;
+        assert_eq!(status, 400, "{path}: {answer}");
+        let message = answer["errors"][0]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(&format!("`{field}`")), "{path}: {answer}");
+    }
+    let r = reqwest::Client::new()
+        .post(h.http("/api/v1/publish/global?dryRun=1"))
+        .header("x-api-key", "key-default")
+        .json(&json!({"channel":"c","payload":1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let answer: Value = r.json().await.unwrap();
+    assert!(
+        answer["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`dryRun`"),
+        "{answer}"
+    );
+    // WebSocket frames keep ignoring unknown fields (forward compatible).
+    let mut c = Client::connect(&h.ws_url("apiKey=key-default")).await;
+    c.ok(json!({"type":"subscribe","channel":"c","global":true,"future":1}))
+        .await;
+}
