@@ -258,6 +258,10 @@ pub fn verify_user_token(apps: &Apps, token: &str) -> Result<(Arc<App>, Identity
     if has_crit_header(token) {
         return Err(invalid());
     }
+    // A `kid` must name the app's one key.
+    if header.kid.is_some() && header.kid != app.config.jwt_key_id {
+        return Err(invalid());
+    }
     let (key, algorithms) = match header.alg {
         Algorithm::HS256 => {
             let (_, key) = app.secret.as_ref().ok_or_else(invalid)?;

@@ -224,6 +224,10 @@ pub struct AppConfig {
     /// (`REALTIME_CHANNEL_NOT_FOUND` otherwise).
     pub require_channel_definitions: bool,
     pub channels: Vec<ChannelDefinition>,
+    /// The key id user JWTs name in their `kid` header, if they name one: a
+    /// token naming another key, or any key when this is unset, is
+    /// refused (Herald holds one key per app).
+    pub jwt_key_id: Option<String>,
     /// When set, user JWTs must carry this `iss`.
     pub issuer: Option<String>,
     /// When set, user JWTs must carry this `aud` (one of theirs); when
@@ -265,6 +269,7 @@ impl Default for AppConfig {
             publish_requires_subscription: false,
             require_channel_definitions: false,
             channels: Vec::new(),
+            jwt_key_id: None,
             issuer: None,
             audience: None,
             server_only_channels: Vec::new(),

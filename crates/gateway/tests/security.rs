@@ -27,21 +27,8 @@ async fn upgrade(url: &str, headers: &[(&'static str, String)]) -> Result<(), (u
 }
 
 fn sign(claims: Value, header: Value) -> String {
-    use base64::Engine;
-    let b64 = |v: &Value| {
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap())
-    };
-    let signing_input = format!("{}.{}", b64(&header), b64(&claims));
-    let app = claims["app"].as_str().unwrap();
-    let key = format!("secret-{app}-test-only-0123456789abcdefghij");
-    let signature = {
-        use hmac::{Hmac, Mac};
-        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).unwrap();
-        mac.update(signing_input.as_bytes());
-        mac.finalize().into_bytes()
-    };
-    let signature = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(signature);
-    format!("{signing_input}.{signature}")
+    let app = claims["app"].as_str().unwrap().to_owned();
+    common::sign_hs256(&header, &claims, common::secret(&app).as_bytes())
 }
 
 fn hs256() -> Value {

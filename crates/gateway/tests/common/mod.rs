@@ -299,6 +299,27 @@ pub fn user_token(app: &str, sub: &str, ctx: Value, ttl: i64) -> String {
     .expect("sign")
 }
 
+/// A JWT of any `header` and `claims`, signed with HMAC-SHA256 under
+/// `key` whatever the header says: for tokens Herald must refuse.
+pub fn sign_hs256(header: &Value, claims: &Value, key: &[u8]) -> String {
+    use base64::Engine;
+    use hmac::{Hmac, Mac};
+    let b64 = |v: &Value| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap())
+    };
+    let signing_input = format!("{}.{}", b64(header), b64(claims));
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
+    mac.update(signing_input.as_bytes());
+    let signature =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+    format!("{signing_input}.{signature}")
+}
+
+/// The secret of a test app.
+pub fn secret(app: &str) -> String {
+    format!("secret-{app}-test-only-0123456789abcdefghij")
+}
+
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// A WebSocket client speaking Herald's protocol.
