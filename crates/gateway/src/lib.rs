@@ -25,6 +25,7 @@ pub mod auth;
 pub mod config;
 pub mod edge;
 pub mod expressions;
+pub mod fuzz;
 pub mod listener;
 pub mod metrics;
 pub mod realtime;
