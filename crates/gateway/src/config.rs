@@ -416,6 +416,31 @@ pub fn secret_problems(config: &Config) -> Vec<String> {
     problems
 }
 
+/// How long a client is commonly away when it reconnects (a network
+/// change, a laptop waking): history kept for less cannot cover it.
+pub const RECONNECT_SECONDS: u64 = 30;
+
+/// What an app's history cannot do for reconnecting clients: none kept,
+/// or kept for less than a common reconnect takes. `check-config` prints
+/// these as warnings.
+pub fn history_warnings(config: &Config) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for app in &config.apps {
+        if app.history_size == 0 || app.history_ttl_seconds == 0 {
+            warnings.push(format!(
+                "app `{}` keeps no history: reconnecting clients are always told `recovered: false`",
+                app.id
+            ));
+        } else if app.history_ttl_seconds < RECONNECT_SECONDS {
+            warnings.push(format!(
+                "app `{}` keeps publications {} s: a client away longer than that (a reconnect commonly takes up to {RECONNECT_SECONDS} s) cannot recover",
+                app.id, app.history_ttl_seconds
+            ));
+        }
+    }
+    warnings
+}
+
 /// Loads the configuration: `file` (or `HERALD_CONFIG`), then `HERALD_*`
 /// variables, then `overrides`. Returns it with whether the development app
 /// was added because no app was configured.

@@ -266,6 +266,9 @@ fn check_config(file: Option<PathBuf>) -> Result<(), String> {
             app.jwt_secret = Some("<redacted>".into());
         }
     }
+    for warning in config::history_warnings(&config) {
+        eprintln!("warning: {warning}");
+    }
     let text = toml_like(&shown)?;
     println!(
         "configuration is valid{}\n\n{text}",

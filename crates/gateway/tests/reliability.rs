@@ -166,3 +166,25 @@ async fn server_api_bodies_are_strict() {
     c.ok(json!({"type":"subscribe","channel":"c","global":true,"future":1}))
         .await;
 }
+
+/// `check-config` warns where history cannot cover a reconnect.
+#[test]
+fn check_config_warns_where_history_cannot_cover_a_reconnect() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("herald.toml");
+    std::fs::write(&path, APPS).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("app `off` keeps no history"), "{stderr}");
+    assert!(
+        stderr.contains("app `brief` keeps publications 1 s"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("app `default`"), "{stderr}");
+    assert!(!stderr.contains("app `short`"), "{stderr}");
+}
