@@ -170,14 +170,7 @@ async fn server_api_bodies_are_strict() {
 /// `check-config` warns where history cannot cover a reconnect.
 #[test]
 fn check_config_warns_where_history_cannot_cover_a_reconnect() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("herald.toml");
-    std::fs::write(&path, APPS).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
-        .args(["check-config", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = common::check_config(APPS);
     assert!(out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("app `off` keeps no history"), "{stderr}");

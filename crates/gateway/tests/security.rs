@@ -39,9 +39,8 @@ fn hs256() -> Value {
 /// app's maximum, and the app's issuer and audience.
 #[tokio::test]
 async fn user_tokens_are_checked_for_time_critical_headers_issuer_and_audience() {
-    let h = Herald::start_config(&format!(
-        "{}\n{}",
-        common::APPS,
+    let h = Herald::start_with_apps(
+        "",
         r#"
 [[apps]]
 id = "aud"
@@ -50,8 +49,8 @@ jwt_secret = "secret-aud-test-only-0123456789abcdefghij"
 issuer = "https://issuer.example"
 audience = "herald"
 user_token_max_lifetime_seconds = 3600
-"#
-    ))
+"#,
+    )
     .await;
     let now = now_secs();
     let claims = |extra: Value| {
@@ -125,16 +124,7 @@ user_token_max_lifetime_seconds = 3600
 /// Finding 10: `check-config` refuses short and shared secrets.
 #[test]
 fn check_config_refuses_weak_and_shared_secrets() {
-    let dir = tempfile::tempdir().unwrap();
-    let check = |config: &str| {
-        let path = dir.path().join("herald.toml");
-        std::fs::write(&path, config).unwrap();
-        Command::new(env!("CARGO_BIN_EXE_herald"))
-            .args(["check-config", "--config"])
-            .arg(&path)
-            .output()
-            .unwrap()
-    };
+    let check = common::check_config;
     let out = check("[[apps]]\nid = \"a\"\njwt_secret = \"short\"\n");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("at least 32"));
@@ -262,17 +252,16 @@ async fn deeply_nested_payloads_are_refused_everywhere() {
 /// Finding 11: `/metrics` behind a token; browser origins per app.
 #[tokio::test]
 async fn metrics_token_and_allowed_origins() {
-    let h = Herald::start_config(&format!(
-        "metrics_token = \"scrape-me\"\n{}\n{}",
-        common::APPS,
+    let h = Herald::start_with_apps(
+        "metrics_token = \"scrape-me\"",
         r#"
 [[apps]]
 id = "web"
 api_keys = ["key-web"]
 jwt_secret = "secret-web-test-only-0123456789abcdefghij"
 allowed_origins = ["https://app.example.com"]
-"#
-    ))
+"#,
+    )
     .await;
     let http = reqwest::Client::new();
     let status = http.get(h.http("/metrics")).send().await.unwrap().status();
@@ -309,9 +298,8 @@ allowed_origins = ["https://app.example.com"]
 /// decides who publishes where.
 #[tokio::test]
 async fn senders_cannot_forge_backend_events_or_hijack_their_keys() {
-    let h = Herald::start_config(&format!(
-        "{}\n{}",
-        common::APPS,
+    let h = Herald::start_with_apps(
+        "",
         r#"
 [[apps]]
 id = "guarded"
@@ -320,8 +308,8 @@ jwt_secret = "secret-guarded-test-only-0123456789abcdefghij"
 ops_per_second = 0
 server_only_channels = ["billing:*"]
 user_publish_global = false
-"#
-    ))
+"#,
+    )
     .await;
     // A user takes the key the backend will use: the backend still
     // publishes its own event, and subscribers get both.
@@ -597,9 +585,8 @@ async fn no_client_drains_the_app_and_the_backend_keeps_its_reserve() {
     // 1 operation per second, burst 20 (refill is negligible over the
     // test): one client may use 20% (burst 4), clients together 80%
     // (burst 16); 4 stay for the backend.
-    let h = Herald::start_config(&format!(
-        "{}\n{}",
-        common::APPS,
+    let h = Herald::start_with_apps(
+        "",
         r#"
 [[apps]]
 id = "shared"
@@ -607,8 +594,8 @@ api_keys = ["key-shared"]
 jwt_secret = "secret-shared-test-only-0123456789abcdefghij"
 ops_per_second = 1
 ops_burst = 20
-"#
-    ))
+"#,
+    )
     .await;
     let mut total = 0;
     for n in 0..5 {

@@ -102,6 +102,11 @@ impl Herald {
         Self::start_config(&format!("{extra}\n{APPS}")).await
     }
 
+    /// Starts Herald with `settings`, the shared apps and `apps`.
+    pub async fn start_with_apps(settings: &str, apps: &str) -> Herald {
+        Self::start_config(&format!("{settings}\n{APPS}\n{apps}")).await
+    }
+
     pub async fn start_config(config: &str) -> Herald {
         Self::spawn(config, &[]).await
     }
@@ -313,6 +318,18 @@ pub fn sign_hs256(header: &Value, claims: &Value, key: &[u8]) -> String {
     let signature =
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
     format!("{signing_input}.{signature}")
+}
+
+/// Runs `herald check-config` on `config` written to a temporary file.
+pub fn check_config(config: &str) -> std::process::Output {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("herald.toml");
+    std::fs::write(&path, config).expect("write config");
+    std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run herald")
 }
 
 /// The secret of a test app.
