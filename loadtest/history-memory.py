@@ -41,10 +41,10 @@ def redis_mem():
     return int([l for l in out.splitlines() if l.startswith("used_memory:")][0].split(":")[1])
 before = rss(h.pid) if mode == "embedded" else redis_mem()
 conn = http.client.HTTPConnection(host, int(port))
-payload = "x" * 116  # a 128-byte JSON payload with the quotes and key below
+payload = "x" * 120  # {"p":"x...x"}: a 128-byte JSON payload
 for c in range(CHANNELS):
     for i in range(PER):
-        body = json.dumps({"channel": f"ch{c}", "payload": {"p": payload}})
+        body = json.dumps({"channel": f"ch{c}", "payload": {"p": payload}}, separators=(",", ":"))
         conn.request("POST", "/api/v1/publish/global", body, {"x-api-key": "key-m", "content-type": "application/json"})
         r = conn.getresponse(); r.read()
         assert r.status == 200, r.status

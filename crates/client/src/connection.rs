@@ -441,7 +441,8 @@ impl State {
                     .await;
                     return;
                 }
-                let recovered = reply["recovered"].as_bool().unwrap_or(true);
+                // Only the server's word counts as a recovery.
+                let recovered = reply["recovered"].as_bool().unwrap_or(false);
                 self.replayed(&slot, &reply).await;
                 self.emit(Event::Resubscribed {
                     channel: slot.0,

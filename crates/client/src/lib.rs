@@ -21,7 +21,8 @@
 //! - **Recovers.** It remembers each channel's epoch and offset and
 //!   resubscribes with `since` after a reconnect; it watches offsets on the
 //!   live stream and recovers a gap the same way. Publications reach you in
-//!   offset order, each once. When the server cannot replay a gap, you get
+//!   offset order, each once. When the server cannot show that nothing was
+//!   missed (a gap it cannot replay, or an app without history), you get
 //!   [`Event::Resubscribed`] with `recovered: false`: refetch your state.
 //! - Requests (`subscribe`, `publish`, `presence`, `history`) wait for a
 //!   connection; one in flight when the connection drops fails with

@@ -42,8 +42,10 @@ pub enum Event {
         member: Member,
     },
     /// After a reconnect or a gap, a channel was subscribed again.
-    /// `recovered: false` means publications were missed and cannot be
-    /// replayed: refetch the channel's state.
+    /// `recovered: false` means the server cannot show that nothing was
+    /// missed (publications were missed and are not kept, or the app keeps
+    /// no history, where every reconnect says so): refetch the channel's
+    /// state.
     Resubscribed {
         channel: String,
         global: bool,

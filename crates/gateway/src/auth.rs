@@ -14,6 +14,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Longest user JWT or channel token accepted, in bytes.
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+
 /// Largest `claims` object a channel token may carry, in bytes of JSON.
 pub const MAX_TOKEN_CLAIMS_BYTES: usize = 4096;
 
@@ -250,6 +253,9 @@ pub fn verify_user_token(apps: &Apps, token: &str) -> Result<(Arc<App>, Identity
         app: String,
     }
     let invalid = || token_error(ErrorCode::InvalidToken);
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(invalid());
+    }
     // The app names the key to verify with; nothing read here is trusted
     // until that verification passes.
     let peek = jsonwebtoken::dangerous::insecure_decode::<Peek>(token).map_err(|_| invalid())?;
@@ -258,9 +264,12 @@ pub fn verify_user_token(apps: &Apps, token: &str) -> Result<(Arc<App>, Identity
     if has_crit_header(token) {
         return Err(invalid());
     }
-    // A `kid` must name the app's one key.
-    if header.kid.is_some() && header.kid != app.config.jwt_key_id {
-        return Err(invalid());
+    // Where the app names its key, a `kid` must name that key (identity
+    // providers send one; without `jwt_key_id` it is not looked at).
+    if let (Some(kid), Some(want)) = (&header.kid, &app.config.jwt_key_id) {
+        if kid != want {
+            return Err(invalid());
+        }
     }
     let (key, algorithms) = match header.alg {
         Algorithm::HS256 => {
@@ -375,6 +384,9 @@ pub fn verify_channel_token(
     channel: &str,
 ) -> Result<ChannelGrant, ErrorBody> {
     let invalid = || token_error(ErrorCode::InvalidToken);
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(invalid());
+    }
     let (_, key) = app.secret.as_ref().ok_or_else(invalid)?;
     let data = jsonwebtoken::decode::<ChannelClaims>(token, key, &strict(vec![Algorithm::HS256]))
         .map_err(decode_error)?;

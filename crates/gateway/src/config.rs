@@ -224,9 +224,8 @@ pub struct AppConfig {
     /// (`REALTIME_CHANNEL_NOT_FOUND` otherwise).
     pub require_channel_definitions: bool,
     pub channels: Vec<ChannelDefinition>,
-    /// The key id user JWTs name in their `kid` header, if they name one: a
-    /// token naming another key, or any key when this is unset, is
-    /// refused (Herald holds one key per app).
+    /// The key id of the app's key: when set, a user JWT whose `kid`
+    /// header names another key is refused. Unset, `kid` is not looked at.
     pub jwt_key_id: Option<String>,
     /// When set, user JWTs must carry this `iss`.
     pub issuer: Option<String>,
@@ -435,6 +434,14 @@ pub fn history_warnings(config: &Config) -> Vec<String> {
             warnings.push(format!(
                 "app `{}` keeps publications {} s: a client away longer than that (a reconnect commonly takes up to {RECONNECT_SECONDS} s) cannot recover",
                 app.id, app.history_ttl_seconds
+            ));
+        } else if app.ops_per_second > 0
+            && (app.history_size as u64) < u64::from(app.ops_per_second) * RECONNECT_SECONDS
+        {
+            let covers = app.history_size as f64 / f64::from(app.ops_per_second);
+            warnings.push(format!(
+                "app `{}` keeps {} publications per channel: a channel publishing at the app's full rate ({}/s) fills them in {covers:.0} s, and a client away longer (a reconnect commonly takes up to {RECONNECT_SECONDS} s) cannot recover; raise history_size if channels publish that fast",
+                app.id, app.history_size, app.ops_per_second
             ));
         }
     }

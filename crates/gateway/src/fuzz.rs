@@ -2,10 +2,12 @@
 //! WebSocket frame parser, the server-API bodies, and user-JWT and
 //! channel-token verification. No fuzzing engine crate runs on stable
 //! without a nightly toolchain (cargo-fuzz) or an external binary (AFL), so
-//! this is a mutation fuzzer of its own: valid seeds, mutated by byte
-//! flips, insertions of syntax and of edge-case tokens, deletions,
-//! duplications and splices, fed to each target under `catch_unwind` with
-//! every call timed.
+//! this is a mutation fuzzer of its own, without coverage feedback: valid
+//! seeds, mutated by byte flips, insertions of syntax and of edge-case
+//! tokens, deletions, duplications, splices and long repetitions, fed to
+//! each target under `catch_unwind` with every call timed. For tokens, half
+//! the inputs mutate the header and claims and are then signed with the
+//! app's key, so that they pass the signature and reach the checks after it.
 //!
 //! `cargo run --release -p herald-gateway --example fuzz -- 10000000 7`
 //! runs 10 million inputs per target; `tests/fuzz.rs` runs a short one in
@@ -114,12 +116,48 @@ pub fn mutate(rng: &mut Rng, seed: &[u8], others: &[Vec<u8>]) -> Vec<u8> {
                 out.extend_from_slice(&other[from..]);
             }
             5 => out.insert(at.min(out.len()), rng.next_u64() as u8),
+            6 if rng.below(8) == 0 => {
+                // A long run: deep nesting, a huge string or number.
+                let piece = PIECES[rng.below(PIECES.len())].as_bytes();
+                let times = 1 + rng.below(4096);
+                let run: Vec<u8> = piece
+                    .iter()
+                    .copied()
+                    .cycle()
+                    .take(piece.len() * times)
+                    .collect();
+                out.splice(at..at, run);
+            }
             _ => out.truncate(at),
         }
     }
     // Bounded: nothing a client could send is larger than a frame.
     out.truncate(64 * 1024);
     out
+}
+
+/// A token whose header and claims (as JSON text) are mutated, then
+/// signed with the app's key: it passes the signature check.
+fn resign(rng: &mut Rng, token: &[u8], key: &jsonwebtoken::EncodingKey) -> Vec<u8> {
+    use base64::Engine;
+    let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let text = String::from_utf8_lossy(token);
+    let mut parts = text.split('.');
+    let (Some(header), Some(claims)) = (parts.next(), parts.next()) else {
+        return token.to_vec();
+    };
+    let decode = |part: &str| engine.decode(part).unwrap_or_default();
+    let (mut header, mut claims) = (decode(header), decode(claims));
+    if rng.below(4) == 0 {
+        header = mutate(rng, &header, &[]);
+    } else {
+        claims = mutate(rng, &claims, &[]);
+    }
+    let message = format!("{}.{}", engine.encode(&header), engine.encode(&claims));
+    match jsonwebtoken::crypto::sign(message.as_bytes(), key, jsonwebtoken::Algorithm::HS256) {
+        Ok(signature) => format!("{message}.{signature}").into_bytes(),
+        Err(_) => token.to_vec(),
+    }
 }
 
 /// What a run found.
@@ -200,10 +238,16 @@ pub fn run(target: &str, inputs: u64, seed: u64) -> Report {
         _ => token_seeds(&apps),
     };
     let app = apps.get("f").expect("the app");
+    let key = jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes());
+    let tokens = target.ends_with("tokens");
     let mut report = Report::default();
     for _ in 0..inputs {
         let seed_input = &seeds[rng.below(seeds.len())];
-        let input = mutate(&mut rng, seed_input, &seeds);
+        let input = if tokens && rng.below(2) == 0 {
+            resign(&mut rng, seed_input, &key)
+        } else {
+            mutate(&mut rng, seed_input, &seeds)
+        };
         let text = String::from_utf8_lossy(&input);
         let started = Instant::now();
         let outcome = catch_unwind(AssertUnwindSafe(|| match target {

@@ -28,7 +28,7 @@ id = "brief"
 api_keys = ["key-brief"]
 jwt_secret = "secret-brief-test-only-0123456789abcdefghij"
 ops_per_second = 0
-history_ttl_seconds = 1
+history_ttl_seconds = 2
 
 [[apps]]
 id = "default"
@@ -83,9 +83,34 @@ async fn since_never_claims_a_recovery_that_did_not_happen() {
     let r = away_and_back(&h, "short", 5, Duration::ZERO).await;
     assert_eq!(r["recovered"], false, "trimmed: {r}");
     assert!(replayed(&r).is_empty(), "{r}");
-    // Expired: kept 1 s, back after 2.5 s.
-    let r = away_and_back(&h, "brief", 2, Duration::from_millis(2500)).await;
+    // Expired: kept 2 s. The stream lives on (a publication 1.5 s in
+    // keeps it), so this is the first publications aging out, not a new
+    // epoch.
+    let url = h.ws_url("apiKey=key-brief");
+    let mut c = Client::connect(&url).await;
+    let r = c
+        .ok(json!({"type":"subscribe","channel":"e","global":true}))
+        .await;
+    let since = json!({"epoch": r["epoch"], "offset": r["offset"]});
+    c.ok(json!({"type":"unsubscribe","channel":"e","global":true}))
+        .await;
+    let publish = |n: u32| {
+        h.post(
+            "/api/v1/publish/global",
+            "key-brief",
+            json!({"channel":"e","payload":n}),
+        )
+    };
+    publish(1).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    publish(2).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let r = c
+        .ok(json!({"type":"subscribe","channel":"e","global":true,"since": since}))
+        .await;
+    assert_eq!(r["epoch"], since["epoch"], "the same stream: {r}");
     assert_eq!(r["recovered"], false, "expired: {r}");
+    assert!(replayed(&r).is_empty(), "{r}");
     // The defaults keep history: everything missed is replayed.
     let r = away_and_back(&h, "default", 3, Duration::ZERO).await;
     assert_eq!(r["recovered"], true, "defaults: {r}");
@@ -175,9 +200,18 @@ fn check_config_warns_where_history_cannot_cover_a_reconnect() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("app `off` keeps no history"), "{stderr}");
     assert!(
-        stderr.contains("app `brief` keeps publications 1 s"),
+        stderr.contains("app `brief` keeps publications 2 s"),
         "{stderr}"
     );
     assert!(!stderr.contains("app `default`"), "{stderr}");
     assert!(!stderr.contains("app `short`"), "{stderr}");
+    // At its full operation rate, 100 kept publications cover 2 s.
+    let rated =
+        "[[apps]]\nid = \"rated\"\napi_keys = [\"k\"]\nops_per_second = 50\nhistory_size = 100\n";
+    let out = common::check_config(rated);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("app `rated`") && stderr.contains("2 s"),
+        "{stderr}"
+    );
 }
