@@ -137,6 +137,47 @@ async fn since_never_claims_a_recovery_that_did_not_happen() {
     assert_eq!(r["recovered"], false, "history off: {r}");
 }
 
+/// A gap larger than the server replays (`recovery_max_publications`,
+/// `max_reply_bytes`) is not replayed in part: `recovered: false`.
+#[tokio::test]
+async fn a_gap_beyond_the_replay_bounds_is_not_recovered() {
+    let h = Herald::start_config(&format!(
+        "recovery_max_publications = 3\nmax_reply_bytes = 100000\n{APPS}"
+    ))
+    .await;
+    // 4 publications: one more than the count bound.
+    let r = away_and_back(&h, "default", 4, Duration::ZERO).await;
+    assert_eq!(r["recovered"], false, "over the count: {r}");
+    assert!(replayed(&r).is_empty(), "{r}");
+    // 3 publications: within it, replayed.
+    let r = away_and_back(&h, "default", 3, Duration::ZERO).await;
+    assert_eq!(r["recovered"], true, "within the count: {r}");
+    // 2 publications of 60 KB: within the count, over the bytes.
+    let url = h.ws_url("apiKey=key-default");
+    let mut c = Client::connect(&url).await;
+    let r = c
+        .ok(json!({"type":"subscribe","channel":"big","global":true}))
+        .await;
+    let since = json!({"epoch": r["epoch"], "offset": r["offset"]});
+    c.ok(json!({"type":"unsubscribe","channel":"big","global":true}))
+        .await;
+    for _ in 0..2 {
+        let (status, body, _) = h
+            .post(
+                "/api/v1/publish/global",
+                "key-default",
+                json!({"channel":"big","payload":"x".repeat(60_000)}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let r = c
+        .ok(json!({"type":"subscribe","channel":"big","global":true,"since": since}))
+        .await;
+    assert_eq!(r["recovered"], false, "over the bytes: {r}");
+    assert!(replayed(&r).is_empty());
+}
+
 /// A misplaced or unknown field in a server-API body, or a query
 /// parameter, is refused with the field's name, never ignored.
 #[tokio::test]
