@@ -35,8 +35,9 @@ pub struct AppState {
 impl AppState {
     pub fn new(config: Config, node: Arc<Node>, address: String) -> Result<Arc<AppState>, String> {
         let apps = Apps::new(&config.apps)?;
-        // Per app: its whole allowance, and what its client connections
-        // together may use of it (`clients:<app>`), both cluster-wide.
+        // Per app: its whole allowance (cluster-wide), and what its client
+        // connections together may use of it (`clients:<app>`, checked as
+        // each gateway's share).
         let keys: Vec<(String, Limit)> = config
             .apps
             .iter()
@@ -98,6 +99,15 @@ impl OpsLimiter {
         match self {
             OpsLimiter::Local(l) => l.check(app),
             OpsLimiter::Cluster(c) => c.check(app).await,
+        }
+    }
+
+    /// This node's share of `key`'s limit, without a round trip to the
+    /// store (all of it on a single node).
+    pub fn check_local(&self, key: &str) -> Decision {
+        match self {
+            OpsLimiter::Local(l) => l.check(key),
+            OpsLimiter::Cluster(c) => c.check_local(key),
         }
     }
 

@@ -78,8 +78,9 @@ pub fn error(code: ErrorCode, detail: impl Into<String>) -> ErrorBody {
 
 /// Takes one realtime operation from the app's allowance; for a client
 /// (`Some(key)`: `user:<sub>` or `ip:<address>`), first from that client's
-/// share and from what client connections together may use, so that no
-/// client drains the app and the backend keeps its reserve.
+/// share and from this gateway's share of what client connections together
+/// may use (both local), so that no client drains the app and the backend
+/// keeps its reserve.
 pub async fn charge(
     state: &AppState,
     app: &App,
@@ -107,7 +108,10 @@ pub async fn charge(
                 .ratelimit_checks
                 .with_label_values(&["ops_clients"])
                 .inc();
-            let decision = state.ops.check(&clients_key(app.id())).await;
+            // This gateway's share of the clients' allowance: the gateways
+            // together never exceed it, and a client operation keeps to
+            // one round trip to the store (the app's limit).
+            let decision = state.ops.check_local(&clients_key(app.id()));
             if !decision.allowed {
                 return refuse("ops_clients", decision.retry_after);
             }
