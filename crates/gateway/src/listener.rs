@@ -211,8 +211,14 @@ pub async fn serve(listener: TcpListener, router: Router, state: Arc<AppState>) 
                         .expect("a static response");
                     return Ok(busy);
                 }
-                let body = |b: Incoming| Body::new(DeadlineBody::new(b, body_timeout));
-                router.oneshot(request.map(body)).await
+                // A request without a body (a WebSocket upgrade, a GET)
+                // needs no deadline, nor its timer.
+                let request = if http_body::Body::is_end_stream(request.body()) {
+                    request.map(Body::new)
+                } else {
+                    request.map(|b| Body::new(DeadlineBody::new(b, body_timeout)))
+                };
+                router.oneshot(request).await
             }
         });
         let connection = builder

@@ -28,8 +28,9 @@ pub struct Session {
     /// One subscription per (channel name, global); subscribing the same
     /// name again with another token or context replaces it.
     pub(super) subscriptions: HashMap<(String, bool), ChannelKey>,
-    /// The connection's allowance of `presence` and `history` requests.
-    reads: Option<Cell>,
+    /// The connection's allowance of `presence` and `history` requests,
+    /// made on the first one: an idle connection does not pay for it.
+    reads: Option<Box<Cell>>,
     /// The client, for its share of the app's operations: `user:<sub>`, or
     /// `ip:<address>` for anonymous connections; `None` for the app's
     /// backend (an API-key connection).
@@ -51,10 +52,6 @@ impl Session {
             Identity::Anonymous => Some(format!("ip:{ip}")),
             Identity::System => None,
         };
-        let reads = Cell::new(Limit {
-            per_second: state.config.reads_per_second_per_connection,
-            burst: state.config.reads_burst_per_connection.max(1),
-        });
         Session {
             state,
             app,
@@ -63,7 +60,7 @@ impl Session {
             outbound,
             surface,
             subscriptions: HashMap::new(),
-            reads,
+            reads: None,
             client,
         }
     }
@@ -71,7 +68,18 @@ impl Session {
     /// Takes one read (`presence`, `history`) from the connection's
     /// allowance: reads are answered with whole lists, so they are limited
     /// apart from the app's operations, which they do not count toward.
-    pub(super) fn charge_read(&self) -> Result<(), ErrorBody> {
+    pub(super) fn charge_read(&mut self) -> Result<(), ErrorBody> {
+        if self.reads.is_none() {
+            let config = &self.state.config;
+            let limit = Limit {
+                per_second: config.reads_per_second_per_connection,
+                burst: config.reads_burst_per_connection.max(1),
+            };
+            match Cell::new(limit) {
+                Some(cell) => self.reads = Some(Box::new(cell)),
+                None => return Ok(()),
+            }
+        }
         let Some(reads) = &self.reads else {
             return Ok(());
         };
