@@ -238,13 +238,13 @@ async fn write_loop(
                             let Some(frame) = next.take().or_else(|| rx.try_recv()) else {
                                 break;
                             };
-                            timeout(write_timeout, sink.feed(text(frame)))
+                            within(write_timeout, sink.feed(text(frame)))
                                 .await
-                                .map_err(|_| stalled())??;
+                                .ok_or_else(stalled)??;
                         }
-                        timeout(write_timeout, sink.flush())
+                        within(write_timeout, sink.flush())
                             .await
-                            .map_err(|_| stalled())?
+                            .ok_or_else(stalled)?
                     };
                     tokio::select! {
                         r = batch => match r {
@@ -293,6 +293,25 @@ async fn write_loop(
             .await
         };
         let _ = timeout(FAREWELL_TIMEOUT, farewell).await;
+    }
+}
+
+/// `fut`'s output, or `None` if it does not complete within `limit`. A
+/// future that is ready at once (most writes: the socket has room) costs
+/// no timer: the clock is only started once it has to wait.
+async fn within<T>(limit: Duration, fut: impl std::future::Future<Output = T>) -> Option<T> {
+    use std::task::Poll;
+    let mut fut = std::pin::pin!(fut);
+    let first = std::future::poll_fn(|cx| {
+        Poll::Ready(match fut.as_mut().poll(cx) {
+            Poll::Ready(out) => Some(out),
+            Poll::Pending => None,
+        })
+    })
+    .await;
+    match first {
+        Some(out) => Some(out),
+        None => timeout(limit, fut).await.ok(),
     }
 }
 
