@@ -221,6 +221,7 @@ async fn try_publish(
         context_overrides: req.options.context_overrides.as_deref(),
         context: req.context.as_ref().unwrap_or(&no_context),
         client: None,
+        require_definition: false,
     };
     let (key, decision) = realtime::resolve(state, &app, &spec, Operation::Publish)
         .await

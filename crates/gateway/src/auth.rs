@@ -83,20 +83,29 @@ fn public_key(pem: &str) -> Result<(DecodingKey, Vec<Algorithm>), String> {
 pub struct Apps {
     by_id: HashMap<String, Arc<App>>,
     by_key: HashMap<String, Arc<App>>,
+    by_anon_key: HashMap<String, Arc<App>>,
 }
 
 impl Apps {
     pub fn new(configs: &[AppConfig]) -> Result<Apps, String> {
         let mut by_id = HashMap::new();
         let mut by_key = HashMap::new();
+        let mut by_anon_key = HashMap::new();
         for config in configs {
             let app = Arc::new(App::new(config.clone())?);
             for key in &config.api_keys {
                 by_key.insert(key.clone(), Arc::clone(&app));
             }
+            for key in &config.anon_keys {
+                by_anon_key.insert(key.clone(), Arc::clone(&app));
+            }
             by_id.insert(config.id.clone(), app);
         }
-        Ok(Apps { by_id, by_key })
+        Ok(Apps {
+            by_id,
+            by_key,
+            by_anon_key,
+        })
     }
 
     pub fn get(&self, id: &str) -> Option<&Arc<App>> {
@@ -105,6 +114,32 @@ impl Apps {
 
     pub fn by_api_key(&self, key: &str) -> Option<&Arc<App>> {
         self.by_key.get(key)
+    }
+
+    /// The app of a user token without an `app` claim: the one app whose
+    /// `issuer` it carries (and, where the app names one, `audience`), else
+    /// the only app there is. Never a guess between several.
+    pub fn for_token(&self, iss: Option<&str>, aud: Option<&Value>) -> Option<&Arc<App>> {
+        let carries = |want: &str| match aud {
+            Some(Value::String(a)) => a == want,
+            Some(Value::Array(all)) => all.iter().any(|a| a.as_str() == Some(want)),
+            _ => false,
+        };
+        let mut found = self.by_id.values().filter(|app| {
+            app.config.issuer.is_some()
+                && app.config.issuer.as_deref() == iss
+                && app.config.audience.as_deref().is_none_or(carries)
+        });
+        match (found.next(), found.next()) {
+            (Some(app), None) => Some(app),
+            (Some(_), Some(_)) => None,
+            (None, _) => self.only(),
+        }
+    }
+
+    /// The app of an anonymous key (`anon_…`).
+    pub fn by_anon_key(&self, key: &str) -> Option<&Arc<App>> {
+        self.by_anon_key.get(key)
     }
 
     pub fn only(&self) -> Option<&Arc<App>> {
@@ -167,6 +202,10 @@ impl Identity {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct UserClaims {
     pub sub: String,
+    /// The app the token is for. A token from an app's own identity
+    /// provider carries none: it is matched by its issuer and audience
+    /// ([`Apps::for_token`]).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub app: String,
     pub exp: u64,
     /// Not before (epoch seconds).
@@ -250,7 +289,12 @@ fn decode_error(e: jsonwebtoken::errors::Error) -> ErrorBody {
 pub fn verify_user_token(apps: &Apps, token: &str) -> Result<(Arc<App>, Identity), ErrorBody> {
     #[derive(Deserialize)]
     struct Peek {
-        app: String,
+        #[serde(default)]
+        app: Option<String>,
+        #[serde(default)]
+        iss: Option<String>,
+        #[serde(default)]
+        aud: Option<Value>,
     }
     let invalid = || token_error(ErrorCode::InvalidToken);
     if token.len() > MAX_TOKEN_BYTES {
@@ -259,7 +303,12 @@ pub fn verify_user_token(apps: &Apps, token: &str) -> Result<(Arc<App>, Identity
     // The app names the key to verify with; nothing read here is trusted
     // until that verification passes.
     let peek = jsonwebtoken::dangerous::insecure_decode::<Peek>(token).map_err(|_| invalid())?;
-    let app = apps.get(&peek.claims.app).ok_or_else(invalid)?;
+    let peek = peek.claims;
+    let app = match &peek.app {
+        Some(id) => apps.get(id),
+        None => apps.for_token(peek.iss.as_deref(), peek.aud.as_ref()),
+    }
+    .ok_or_else(invalid)?;
     let header = jsonwebtoken::decode_header(token).map_err(|_| invalid())?;
     if has_crit_header(token) {
         return Err(invalid());
@@ -284,7 +333,7 @@ pub fn verify_user_token(apps: &Apps, token: &str) -> Result<(Arc<App>, Identity
     let data = jsonwebtoken::decode::<UserClaims>(token, key, &for_user(algorithms, &app.config))
         .map_err(decode_error)?;
     let claims = data.claims;
-    if claims.app != app.config.id || claims.sub.is_empty() {
+    if (!claims.app.is_empty() && claims.app != app.config.id) || claims.sub.is_empty() {
         return Err(invalid());
     }
     let now = jsonwebtoken::get_current_timestamp();
@@ -474,6 +523,60 @@ mod tests {
             ErrorCode::InvalidToken
         );
         assert_eq!(code("garbage"), ErrorCode::InvalidToken);
+    }
+
+    #[test]
+    fn a_token_without_an_app_claim_finds_its_app_by_issuer_and_audience() {
+        let idp = |id: &str, iss: &str, aud: Option<&str>| AppConfig {
+            id: id.into(),
+            jwt_secret: Some(format!("secret-{id}-0123456789abcdefghijklmnop")),
+            issuer: Some(iss.into()),
+            audience: aud.map(Into::into),
+            ..AppConfig::default()
+        };
+        let apps = Apps::new(&[
+            idp("a", "https://idp.a", None),
+            idp("b", "https://idp.shared", Some("b-aud")),
+            idp("c", "https://idp.shared", Some("c-aud")),
+        ])
+        .unwrap();
+        let mint = |iss: &str, aud: &str, secret: &str| {
+            let claims = json!({"sub": "u", "iss": iss, "aud": aud, "exp": now() + 60});
+            jsonwebtoken::encode(
+                &Header::new(Algorithm::HS256),
+                &claims,
+                &EncodingKey::from_secret(secret.as_bytes()),
+            )
+            .unwrap()
+        };
+        let found = |t: &str| verify_user_token(&apps, t).map(|(app, _)| app.id().to_owned());
+        let secret = |id: &str| format!("secret-{id}-0123456789abcdefghijklmnop");
+        assert_eq!(
+            found(&mint("https://idp.a", "x", &secret("a"))).unwrap(),
+            "a"
+        );
+        assert_eq!(
+            found(&mint("https://idp.shared", "c-aud", &secret("c"))).unwrap(),
+            "c"
+        );
+        // An issuer and audience no app names: several apps, no guess.
+        assert!(found(&mint("https://idp.other", "b-aud", &secret("b"))).is_err());
+        // The right issuer, signed with another app's key.
+        assert!(found(&mint("https://idp.shared", "b-aud", &secret("c"))).is_err());
+        // One app: a token without `app` is that app's (and still checked).
+        let one = Apps::new(&[dev_app()]).unwrap();
+        let claims = json!({"sub": "u", "exp": now() + 60});
+        let token = |secret: &str| {
+            jsonwebtoken::encode(
+                &Header::new(Algorithm::HS256),
+                &claims,
+                &EncodingKey::from_secret(secret.as_bytes()),
+            )
+            .unwrap()
+        };
+        let (app, _) = verify_user_token(&one, &token(crate::config::DEV_JWT_SECRET)).unwrap();
+        assert_eq!(app.id(), "dev");
+        assert!(verify_user_token(&one, &token("wrong-secret")).is_err());
     }
 
     /// A P-256 key pair made for this test only.

@@ -194,6 +194,11 @@ pub struct AppConfig {
     pub jwt_public_key: Option<String>,
     /// Whether connections without credentials are accepted.
     pub allow_anonymous: bool,
+    /// Anonymous keys (`anon_…`) Socket.IO clients hand over as
+    /// `auth.token`, as InsForge's `anonKey`: the connection is anonymous
+    /// in this app (whatever `allow_anonymous` says, the key is the
+    /// credential).
+    pub anon_keys: Vec<String>,
     /// Realtime operations (subscribe, publish, publishGlobal, token
     /// signing) per second for the whole app; 0 means unlimited.
     pub ops_per_second: u32,
@@ -223,6 +228,9 @@ pub struct AppConfig {
     /// Only channels matching an enabled entry of `channels` may be used
     /// (`REALTIME_CHANNEL_NOT_FOUND` otherwise).
     pub require_channel_definitions: bool,
+    /// The same rule for Socket.IO clients only (InsForge's behaviour: a
+    /// channel without an enabled definition is `REALTIME_CHANNEL_NOT_FOUND`).
+    pub socketio_require_channel_definitions: bool,
     pub channels: Vec<ChannelDefinition>,
     /// The key id of the app's key: when set, a user JWT whose `kid`
     /// header names another key is refused. Unset, `kid` is not looked at.
@@ -258,6 +266,7 @@ impl Default for AppConfig {
             jwt_secret: None,
             jwt_public_key: None,
             allow_anonymous: false,
+            anon_keys: Vec::new(),
             ops_per_second: 50,
             ops_burst: 50,
             client_ops_share: 0.2,
@@ -267,6 +276,7 @@ impl Default for AppConfig {
             history_ttl_seconds: 300,
             publish_requires_subscription: false,
             require_channel_definitions: false,
+            socketio_require_channel_definitions: true,
             channels: Vec::new(),
             jwt_key_id: None,
             issuer: None,
@@ -356,6 +366,7 @@ pub struct Overrides {
 /// any app. Its credentials are public: never use it beyond a laptop.
 pub const DEV_APP: &str = "dev";
 pub const DEV_API_KEY: &str = "dev-key";
+pub const DEV_ANON_KEY: &str = "anon_dev_public_never_use_in_production";
 pub const DEV_JWT_SECRET: &str = "dev-secret-public-never-use-in-production";
 
 pub fn dev_app() -> AppConfig {
@@ -364,6 +375,11 @@ pub fn dev_app() -> AppConfig {
         api_keys: vec![DEV_API_KEY.into()],
         jwt_secret: Some(DEV_JWT_SECRET.into()),
         allow_anonymous: true,
+        anon_keys: vec![DEV_ANON_KEY.into()],
+        // A laptop's Socket.IO client works on any channel, and its
+        // anonymous clients may publish.
+        socketio_require_channel_definitions: false,
+        anonymous_publish: true,
         history_size: 100,
         ..AppConfig::default()
     }
@@ -539,6 +555,14 @@ impl Config {
                     ));
                 }
             }
+            for key in &app.anon_keys {
+                if !key.starts_with("anon_") || key.len() < 10 || !keys.insert(key.as_str()) {
+                    return invalid(format!(
+                        "app `{}`: anon_keys must start with `anon_`, have at least 5 characters after it, and be unique (API keys included)",
+                        app.id
+                    ));
+                }
+            }
             if app.jwt_secret.as_deref().is_some_and(str::is_empty) {
                 return invalid(format!("app `{}`: jwt_secret is empty", app.id));
             }
@@ -553,9 +577,10 @@ impl Config {
                 && app.jwt_public_key.is_none()
                 && !app.allow_anonymous
                 && app.api_keys.is_empty()
+                && app.anon_keys.is_empty()
             {
                 return invalid(format!(
-                    "app `{}` accepts no one: give it jwt_secret, jwt_public_key, api_keys or allow_anonymous",
+                    "app `{}` accepts no one: give it jwt_secret, jwt_public_key, api_keys, anon_keys or allow_anonymous",
                     app.id
                 ));
             }

@@ -184,7 +184,7 @@ pub fn refusal<T: Serialize>(
 
 /// Refuses a browser connection from an origin the app does not list
 /// (where it lists any).
-fn check_origin(app: &App, headers: &HeaderMap) -> Result<(), ErrorBody> {
+pub(crate) fn check_origin(app: &App, headers: &HeaderMap) -> Result<(), ErrorBody> {
     let allowed = &app.config.allowed_origins;
     let Some(origin) = headers.get(header::ORIGIN) else {
         return Ok(());
@@ -217,21 +217,24 @@ pub fn refuse_connection(state: &AppState, status: StatusCode, error: ErrorBody)
     refusal(status, &error, None, json!({ "error": &error }))
 }
 
-/// Admits a client connection: refused with 503 while shutting down, 429
-/// past the per-IP connection limit (checked before credentials), 401 for
-/// bad credentials. Admitted requests carry [`Admitted`].
-pub async fn admit(
-    State(state): State<Arc<AppState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    mut request: Request,
-    next: Next,
-) -> Response {
+/// The first step of admitting any client connection, whatever its
+/// surface: refused with 503 while shutting down and 429 past the per-IP
+/// connection rate (before any credential is looked at). The client's
+/// address when it may go on.
+pub fn open_connection(
+    state: &AppState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+) -> Result<IpAddr, Box<Response>> {
     if state.shutdown.is_cancelled() {
         let e = ErrorBody::new(ErrorCode::InternalError, "server is shutting down");
-        return refuse_connection(&state, StatusCode::SERVICE_UNAVAILABLE, e);
+        return Err(Box::new(refuse_connection(
+            state,
+            StatusCode::SERVICE_UNAVAILABLE,
+            e,
+        )));
     }
-    let headers = request.headers();
-    let ip = client_ip(&state, peer, headers);
+    let ip = client_ip(state, peer, headers);
     state
         .metrics
         .ratelimit_checks
@@ -243,8 +246,29 @@ pub async fn admit(
             .ratelimit_rejections
             .with_label_values(&["connections", "-"])
             .inc();
-        return refuse_connection(&state, StatusCode::TOO_MANY_REQUESTS, rate_limited(wait));
+        return Err(Box::new(refuse_connection(
+            state,
+            StatusCode::TOO_MANY_REQUESTS,
+            rate_limited(wait),
+        )));
     }
+    Ok(ip)
+}
+
+/// Admits a client connection: refused with 503 while shutting down, 429
+/// past the per-IP connection limit (checked before credentials), 401 for
+/// bad credentials. Admitted requests carry [`Admitted`].
+pub async fn admit(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let ip = match open_connection(&state, peer, request.headers()) {
+        Ok(ip) => ip,
+        Err(refused) => return *refused,
+    };
+    let headers = request.headers();
     let credentials = match Credentials::from_upgrade(headers, request.uri().query()) {
         Ok(credentials) => credentials,
         Err(e) => return refuse_connection(&state, StatusCode::BAD_REQUEST, e),

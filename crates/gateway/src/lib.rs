@@ -30,5 +30,6 @@ pub mod listener;
 pub mod metrics;
 pub mod realtime;
 pub mod server;
+pub mod socketio;
 pub mod state;
 pub mod ws;

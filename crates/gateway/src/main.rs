@@ -174,13 +174,16 @@ fn print_dev_banner(addr: SocketAddr, config: &Config) {
         "\nNo apps configured: serving the development app (its credentials are public; never use it in production).\n  \
          app id:     {app}\n  \
          API key:    {key}\n  \
+         anon key:   {anon} (Socket.IO / @insforge/sdk: auth.token, or createClient({{ anonKey }}))\n  \
          user token: {token}\n  \
          (for sub u-1, valid 1 hour; `herald token --sub NAME` mints more)\n\n  \
          connect:    ws://{addr}/v1/ws?token=<user token>\n  \
+         socket.io:  io(\"http://{addr}\", {{ auth: {{ token: \"{anon}\" }} }})\n  \
          publish:    curl -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\\n              \
          -d '{{\"channel\":\"news\",\"payload\":{{\"hello\":\"world\"}}}}' http://{addr}/api/v1/publish/global\n",
         app = config::DEV_APP,
         key = config::DEV_API_KEY,
+        anon = config::DEV_ANON_KEY,
     );
 }
 
@@ -261,6 +264,13 @@ fn check_config(file: Option<PathBuf>) -> Result<(), String> {
             .api_keys
             .iter()
             .map(|_| "<redacted>".to_owned())
+            .collect();
+        // Anonymous keys ship inside browser apps, but a printed config is
+        // no place for any key.
+        app.anon_keys = app
+            .anon_keys
+            .iter()
+            .map(|_| "anon_<redacted>".to_owned())
             .collect();
         if app.jwt_secret.is_some() {
             app.jwt_secret = Some("<redacted>".into());

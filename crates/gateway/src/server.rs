@@ -4,6 +4,7 @@ use crate::api;
 use crate::config::Config;
 use crate::edge::{self, Credentials};
 use crate::listener;
+use crate::socketio;
 use crate::state::AppState;
 use crate::ws;
 use axum::extract::{DefaultBodyLimit, State};
@@ -24,8 +25,17 @@ pub fn router(state: Arc<AppState>) -> Router {
     let upgrades = Router::new().route("/v1/ws", get(ws::upgrade)).route_layer(
         middleware::from_fn_with_state(Arc::clone(&state), edge::admit),
     );
+    // Socket.IO authenticates in its `CONNECT` packet; the session's
+    // first request is admitted like every other surface's.
+    let socketio = Router::new()
+        .route_service("/socket.io/", socketio::service(&state))
+        .route_layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            socketio::admit,
+        ));
     Router::new()
         .merge(upgrades)
+        .merge(socketio)
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))

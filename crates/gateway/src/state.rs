@@ -80,6 +80,20 @@ impl AppState {
     pub fn next_conn(&self) -> u64 {
         self.next_conn.fetch_add(1, Ordering::Relaxed)
     }
+
+    /// Counts a client connection that opened (any surface).
+    pub fn connection_opened(&self) {
+        self.metrics.connections.inc();
+        self.node.connections.fetch_add(1, Ordering::Relaxed);
+        self.metrics.connections_total.inc();
+    }
+
+    /// Counts a client connection that ended, with why.
+    pub fn connection_closed(&self, reason: &str) {
+        self.metrics.disconnects.with_label_values(&[reason]).inc();
+        self.metrics.connections.dec();
+        self.node.connections.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// The key of what an app's client connections together may use.

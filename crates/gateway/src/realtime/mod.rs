@@ -70,6 +70,9 @@ pub struct ChannelSpec<'a> {
     /// The client, for its share of the app's operations (`user:<sub>`,
     /// `ip:<address>`); `None` for the app's backend.
     pub client: Option<&'a str>,
+    /// The surface requires an enabled channel definition whatever the
+    /// app's `require_channel_definitions` says (Socket.IO, by default).
+    pub require_definition: bool,
 }
 
 pub fn error(code: ErrorCode, detail: impl Into<String>) -> ErrorBody {
@@ -150,7 +153,7 @@ pub async fn resolve(
         }
     }
     herald_broker_node::key::validate_channel_name(spec.channel).map_err(key_error)?;
-    if app.config.require_channel_definitions
+    if (app.config.require_channel_definitions || spec.require_definition)
         && !app
             .config
             .channels

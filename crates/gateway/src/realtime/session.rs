@@ -118,6 +118,12 @@ impl Session {
         &self.outbound
     }
 
+    /// Whether the connection holds a subscription to `name` (global or
+    /// not).
+    pub fn holds(&self, name: &str, global: bool) -> bool {
+        self.subscriptions.contains_key(&(name.to_owned(), global))
+    }
+
     /// How many channels the connection is subscribed to.
     pub fn subscription_count(&self) -> usize {
         self.subscriptions.len()
@@ -168,6 +174,8 @@ impl Session {
             context_overrides: channel.context_overrides.as_deref(),
             context: self.identity.context(),
             client: self.client.as_deref(),
+            require_definition: self.surface == "socketio"
+                && self.app.config.socketio_require_channel_definitions,
         };
         super::resolve(&self.state, &self.app, &spec, op)
             .await

@@ -42,12 +42,7 @@ pub async fn run(state: Arc<AppState>, app: Arc<App>, identity: Identity, ip: Ip
     );
     let span = tracing::info_span!("connection", connection_id = %conn, app = app.id());
     async move {
-        state.metrics.connections.inc();
-        state
-            .node
-            .connections
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        state.metrics.connections_total.inc();
+        state.connection_opened();
         tracing::debug!(sender = ?identity.sender_type(), "connected");
 
         let (outbound, rx, kick) = Outbound::bounded(
@@ -86,16 +81,11 @@ pub async fn run(state: Arc<AppState>, app: Arc<App>, identity: Identity, ip: Ip
         drop(session);
 
         let reason = kick.reason().map_or("client", |r| r.reason());
-        state.metrics.disconnects.with_label_values(&[reason]).inc();
         // A finished JoinHandle must not be polled again.
         if !writer_done && timeout(FAREWELL_TIMEOUT * 2, &mut writer).await.is_err() {
             writer.abort();
         }
-        state.metrics.connections.dec();
-        state
-            .node
-            .connections
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        state.connection_closed(reason);
         tracing::debug!(reason, "disconnected");
     }
     .instrument(span)

@@ -83,6 +83,27 @@ ops_per_second = 0
 require_channel_definitions = true
 publish_requires_subscription = true
 channels = [{ name = "allowed-*" }, { name = "disabled", enabled = false }]
+
+# InsForge-style: Socket.IO clients with an anonymous key, user JWTs from
+# the app's own identity provider (no `app` claim: matched by issuer).
+[[apps]]
+id = "insforge"
+api_keys = ["key-insforge"]
+anon_keys = ["anon_insforge_test_key"]
+jwt_secret = "secret-insforge-test-only-0123456789abcdefghij"
+issuer = "https://insforge.test"
+ops_per_second = 0
+anonymous_publish = true
+channels = [{ name = "order:*" }, { name = "chat:*" }, { name = "room:*" }, { name = "closed", enabled = false }]
+
+[[apps]]
+id = "insforge-limited"
+api_keys = ["key-insforge-limited"]
+client_ops_share = 1.0
+server_ops_reserve = 0.0
+ops_per_second = 1
+ops_burst = 3
+socketio_require_channel_definitions = false
 "#;
 
 /// A running `herald serve`, killed when dropped (also when a test fails).

@@ -1,0 +1,720 @@
+//! One Socket.IO client: the handshake's `CONNECT` and its `auth`, then
+//! the client's events in order, answered as InsForge answers them
+//! (`docs/insforge.md`), through the same realtime session rules as
+//! `/v1/ws`.
+//!
+//! Two tasks per client: this one reads (requests are handled in order)
+//! and a writer that drains the connection's bounded queue into Engine.IO.
+//! Every frame this surface sends goes through that one queue, so a
+//! subscribe's ack always precedes the messages that follow it.
+
+use super::codec::{self, SOCKETIO};
+use super::packet::{self, Incoming};
+use super::{EioSocket, Inbound};
+use crate::auth::{verify_user_token, App, Identity};
+use crate::edge::{self, client_ip};
+use crate::realtime::{capped, recovery, FloodGate, Gate, Session, Subscribed};
+use crate::state::AppState;
+use axum::extract::ConnectInfo;
+use engineioxide::Str;
+use herald_broker_node::outbound::Kick;
+use herald_broker_node::{ConnId, EncodedFrame, Outbound, Receiver, Recovery};
+use herald_protocol::client::ChannelRef;
+use herald_protocol::server::DisconnectReason;
+use herald_protocol::{now_ms, ErrorBody, ErrorCode, StreamPosition};
+use serde::Deserialize;
+use serde_json::json;
+use serde_json::value::RawValue;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::{sleep, sleep_until, timeout, Instant};
+use tracing::Instrument;
+
+/// How long a new Engine.IO session has to send its `CONNECT`.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Refused `CONNECT`s before the Engine.IO session is closed.
+const MAX_CONNECT_ATTEMPTS: usize = 3;
+/// How often the writer retries when Engine.IO's own buffer is full (a
+/// polling client between two polls).
+const RETRY_FULL: Duration = Duration::from_millis(5);
+
+/// Event names a client may not publish under: the surface's own, and
+/// Socket.IO's reserved ones (a client that used them could spoof the
+/// server or break its peers' delivery).
+pub fn reserved(event: &str) -> bool {
+    event.starts_with("realtime:")
+        || event.starts_with("presence:")
+        || matches!(
+            event,
+            "notification"
+                | "connect"
+                | "disconnect"
+                | "disconnecting"
+                | "connect_error"
+                | "newListener"
+                | "removeListener"
+        )
+}
+
+/// The code a Socket.IO client sees for a refusal: InsForge's
+/// `REALTIME_UNAUTHORIZED` for an authorization failure; every other
+/// failure keeps its own code.
+fn code(e: &ErrorBody) -> &'static str {
+    match e.code {
+        ErrorCode::Unauthorized | ErrorCode::InvalidToken | ErrorCode::ChannelNameMismatch => {
+            "REALTIME_UNAUTHORIZED"
+        }
+        other => other.as_str(),
+    }
+}
+
+fn error_json(channel: Option<&str>, e: &ErrorBody) -> String {
+    let mut body = json!({ "code": code(e), "message": e.message });
+    if let Some(channel) = channel {
+        body["channel"] = json!(channel);
+    }
+    body.to_string()
+}
+
+/// The `auth` object of a `CONNECT`.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct Auth {
+    api_key: Option<String>,
+    token: Option<String>,
+}
+
+/// Authenticates a `CONNECT`: an API key (the app's backend), an
+/// anonymous key (`anon_…`), or a user JWT.
+fn authenticate(
+    state: &AppState,
+    auth: Option<&RawValue>,
+) -> Result<(Arc<App>, Identity), ErrorBody> {
+    let unauthorized = |m: &str| ErrorBody::new(ErrorCode::Unauthorized, m);
+    let auth: Auth = match auth {
+        Some(raw) => serde_json::from_str(raw.get())
+            .map_err(|_| unauthorized("auth must be an object with apiKey or token"))?,
+        None => Auth::default(),
+    };
+    let trimmed = |s: Option<String>| s.map(|s| s.trim().to_owned());
+    if let Some(key) = trimmed(auth.api_key) {
+        return state
+            .apps
+            .by_api_key(&key)
+            .map(|app| (Arc::clone(app), Identity::System))
+            .ok_or_else(|| unauthorized("invalid API key"));
+    }
+    match trimmed(auth.token) {
+        Some(token) if token.starts_with("anon_") => state
+            .apps
+            .by_anon_key(&token)
+            .map(|app| (Arc::clone(app), Identity::Anonymous))
+            .ok_or_else(|| unauthorized("invalid anonymous key")),
+        Some(token) => verify_user_token(&state.apps, &token),
+        None => Err(unauthorized(
+            "authentication required: auth.token (a user JWT or anon_ key) or auth.apiKey",
+        )),
+    }
+}
+
+/// The message a refused `CONNECT` carries (the code is in `data.code`).
+fn connect_message(e: &ErrorBody) -> String {
+    match e.code {
+        ErrorCode::TokenExpired => "token expired".to_owned(),
+        ErrorCode::InvalidToken => "invalid token".to_owned(),
+        _ if e.message.is_empty() => "unauthorized".to_owned(),
+        _ => e.message.clone(),
+    }
+}
+
+fn emit_now(socket: &EioSocket, text: String) {
+    let _ = socket.emit(text);
+}
+
+/// The client's address, as admission reads it.
+fn peer_ip(state: &AppState, socket: &EioSocket) -> IpAddr {
+    let parts = &socket.req_parts;
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(SocketAddr::from(([127, 0, 0, 1], 0)), |c| c.0);
+    client_ip(state, peer, &parts.headers)
+}
+
+/// Runs one Engine.IO session from its handshake to its end.
+pub async fn run(state: Arc<AppState>, socket: Arc<EioSocket>, mut inbox: mpsc::Receiver<Inbound>) {
+    let Some((app, identity)) = handshake(&state, &socket, &mut inbox).await else {
+        socket.close(engineioxide::DisconnectReason::TransportClose);
+        return;
+    };
+    let ip = peer_ip(&state, &socket);
+    let sid = format!("{:016x}", rand::random::<u64>());
+    let conn = ConnId::new(state.next_conn(), sid);
+    let span = tracing::info_span!("socketio", connection_id = %conn, app = app.id());
+    async move {
+        state.connection_opened();
+        let (outbound, rx, kick) = Outbound::bounded(
+            state.config.outbound_queue_frames,
+            state.config.outbound_queue_bytes,
+            &SOCKETIO,
+        );
+        outbound.offer(frame(packet::connected(conn.as_str())));
+        let write_timeout = Duration::from_millis(state.config.write_timeout_ms);
+        let mut writer = tokio::spawn(write_loop(
+            Arc::clone(&socket),
+            rx,
+            Arc::clone(&kick),
+            write_timeout,
+        ));
+        let mut session = Session::new(
+            Arc::clone(&state),
+            app,
+            identity,
+            conn,
+            outbound,
+            "socketio",
+            ip,
+        );
+        let mut writer_done = false;
+        read_loop(
+            &state,
+            &mut session,
+            &mut inbox,
+            &kick,
+            &mut writer,
+            &mut writer_done,
+        )
+        .await;
+        Box::pin(session.close()).await;
+        drop(session);
+        let reason = kick.reason().map_or("client", |r| r.reason());
+        // A finished JoinHandle must not be polled again.
+        if !writer_done && timeout(Duration::from_secs(4), &mut writer).await.is_err() {
+            writer.abort();
+        }
+        socket.close(engineioxide::DisconnectReason::TransportClose);
+        state.connection_closed(reason);
+        tracing::debug!(reason, "disconnected");
+    }
+    .instrument(span)
+    .await
+}
+
+/// Waits for the client's `CONNECT` to `/` and authenticates it; refusals
+/// are `CONNECT_ERROR`s with `data.code`. `None` ends the session.
+async fn handshake(
+    state: &AppState,
+    socket: &EioSocket,
+    inbox: &mut mpsc::Receiver<Inbound>,
+) -> Option<(Arc<App>, Identity)> {
+    let deadline = Instant::now() + CONNECT_TIMEOUT;
+    let mut attempts = 0;
+    loop {
+        let inbound = tokio::select! {
+            inbound = inbox.recv() => inbound?,
+            _ = sleep_until(deadline) => return None,
+            _ = state.shutdown.cancelled() => return None,
+        };
+        let Inbound::Text(text) = inbound else {
+            continue;
+        };
+        let Ok(Incoming::Connect { namespace, auth }) = packet::parse(&text) else {
+            continue;
+        };
+        if namespace != "/" {
+            emit_now(
+                socket,
+                packet::connect_error(namespace, "Invalid namespace", "INVALID_NAMESPACE"),
+            );
+            continue;
+        }
+        let admitted = authenticate(state, auth).and_then(|(app, identity)| {
+            edge::check_origin(&app, &socket.req_parts.headers)?;
+            Ok((app, identity))
+        });
+        match admitted {
+            Ok(found) => return Some(found),
+            Err(e) => {
+                state
+                    .metrics
+                    .connections_refused
+                    .with_label_values(&[e.code.as_str()])
+                    .inc();
+                emit_now(
+                    socket,
+                    packet::connect_error("/", &connect_message(&e), e.code.as_str()),
+                );
+                attempts += 1;
+                if attempts >= MAX_CONNECT_ATTEMPTS {
+                    // Let the refusal reach a polling client before the
+                    // session goes.
+                    sleep(Duration::from_millis(200)).await;
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+fn frame(text: String) -> EncodedFrame {
+    EncodedFrame::from_string(text)
+}
+
+async fn read_loop(
+    state: &AppState,
+    session: &mut Session,
+    inbox: &mut mpsc::Receiver<Inbound>,
+    kick: &Kick,
+    writer: &mut tokio::task::JoinHandle<()>,
+    writer_done: &mut bool,
+) {
+    let mut flood = FloodGate::new(state);
+    loop {
+        let expiry = session.expiry();
+        let inbound = tokio::select! {
+            _ = kick.kicked() => return,
+            _ = state.shutdown.cancelled() => {
+                let notice = json!({
+                    "level": "warning",
+                    "title": "Server Shutdown",
+                    "message": "This server is shutting down; reconnect to continue",
+                    "meta": { "timestamp": codec::iso(now_ms()) },
+                });
+                session.outbound().offer(frame(packet::event("notification", &notice.to_string())));
+                kick.kick(DisconnectReason::Shutdown);
+                return;
+            }
+            _ = sleep_until(expiry) => {
+                let e = ErrorBody::new(ErrorCode::TokenExpired, "the user token expired");
+                session.outbound().offer(frame(packet::event("realtime:error", &error_json(None, &e))));
+                kick.kick(DisconnectReason::TokenExpired);
+                return;
+            }
+            _ = &mut *writer => {
+                *writer_done = true;
+                return;
+            }
+            inbound = inbox.recv() => inbound,
+        };
+        let Some(inbound) = inbound else {
+            return;
+        };
+        match flood.check(state, session.app_id()) {
+            Gate::Pass => {}
+            Gate::Refuse(e) => {
+                let ack = match &inbound {
+                    Inbound::Text(t) => salvage_ack(t),
+                    Inbound::Binary => None,
+                };
+                answer_error(session, ack, None, &e);
+                continue;
+            }
+            Gate::Drop => continue,
+            Gate::Disconnect => {
+                kick.kick(DisconnectReason::Flood);
+                return;
+            }
+        }
+        match inbound {
+            Inbound::Text(text) => {
+                if Box::pin(handle(session, &text)).await == Flow::End {
+                    return;
+                }
+            }
+            Inbound::Binary => {
+                let e = ErrorBody::new(
+                    ErrorCode::RealtimeInvalidChannelRequest,
+                    "binary attachments are not supported; send JSON",
+                );
+                answer_error(session, None, None, &e);
+            }
+        }
+    }
+}
+
+#[derive(PartialEq, Eq)]
+enum Flow {
+    Go,
+    End,
+}
+
+/// The ack id of a packet too large or too frequent to be read whole.
+fn salvage_ack(text: &str) -> Option<u64> {
+    let head = text.get(..text.len().min(32)).unwrap_or_default();
+    let rest = head.strip_prefix('2')?;
+    let rest = match rest.strip_prefix('/') {
+        Some(r) => &r[r.find(',')? + 1..],
+        None => rest,
+    };
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+/// A failure: answered on the client's ack when it passed one, else as a
+/// `realtime:error` event.
+fn answer_error(session: &Session, ack: Option<u64>, channel: Option<&str>, e: &ErrorBody) {
+    session.state().metrics.error(e.code);
+    tell(session, ack, channel, e);
+}
+
+fn tell(session: &Session, ack: Option<u64>, channel: Option<&str>, e: &ErrorBody) {
+    let text = match ack {
+        Some(id) => {
+            let mut body = json!({
+                "ok": false,
+                "error": { "code": code(e), "message": e.message },
+            });
+            if let Some(channel) = channel {
+                body["channel"] = json!(channel);
+            }
+            packet::ack(id, &body.to_string())
+        }
+        None => packet::event("realtime:error", &error_json(channel, e)),
+    };
+    session.outbound().offer(frame(text));
+}
+
+/// The first argument of `realtime:subscribe` / `unsubscribe` / `publish`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Request {
+    channel: Option<serde_json::Value>,
+    event: Option<serde_json::Value>,
+    payload: Option<Box<RawValue>>,
+    /// Herald's addition to `realtime:subscribe`: recover everything after
+    /// this position (a delivered message's `meta.epoch` and `meta.offset`).
+    since: Option<StreamPosition>,
+    /// Herald's addition: replay the last seconds of the channel.
+    replay_seconds: Option<u64>,
+}
+
+fn invalid(message: impl Into<String>) -> ErrorBody {
+    ErrorBody::new(ErrorCode::RealtimeInvalidChannelRequest, message)
+}
+
+/// Reads a request's object; the channel it names, when it names one.
+fn request(args: &[&RawValue]) -> Result<(Request, String), (ErrorBody, Option<String>)> {
+    let Some(first) = args.first() else {
+        return Err((invalid("the request needs an object: {channel, ...}"), None));
+    };
+    let request: Request = serde_json::from_str(first.get()).map_err(|_| {
+        (
+            invalid("the request must be an object: {channel, ...}"),
+            None,
+        )
+    })?;
+    let channel = match &request.channel {
+        Some(serde_json::Value::String(c)) if !c.is_empty() => c.clone(),
+        Some(_) => return Err((invalid("`channel` must be a non-empty string"), None)),
+        None => return Err((invalid("`channel` is required"), None)),
+    };
+    Ok((request, channel))
+}
+
+fn global(channel: &str) -> ChannelRef {
+    ChannelRef {
+        channel: channel.to_owned(),
+        global: true,
+        token: None,
+        context_overrides: None,
+    }
+}
+
+async fn handle(session: &mut Session, text: &str) -> Flow {
+    let max = session.state().config.max_frame_bytes;
+    if text.len() > max {
+        let e = ErrorBody::new(
+            ErrorCode::PayloadTooLarge,
+            format!("packet is {} bytes; at most {max} allowed", text.len()),
+        );
+        answer_error(session, salvage_ack(text), None, &e);
+        return Flow::Go;
+    }
+    let (ack, name, args) = match packet::parse(text) {
+        Ok(Incoming::Event {
+            namespace: "/",
+            ack,
+            name,
+            args,
+        }) => (ack, name, args),
+        Ok(Incoming::Event { .. }) | Ok(Incoming::Ack) => return Flow::Go,
+        Ok(Incoming::Connect { namespace: "/", .. }) => return Flow::Go,
+        Ok(Incoming::Connect { namespace, .. }) => {
+            let refusal =
+                packet::connect_error(namespace, "Invalid namespace", "INVALID_NAMESPACE");
+            session.outbound().offer(frame(refusal));
+            return Flow::Go;
+        }
+        Ok(Incoming::Disconnect { namespace }) => {
+            return if namespace == "/" {
+                Flow::End
+            } else {
+                Flow::Go
+            };
+        }
+        Err(m) => {
+            answer_error(session, m.ack, None, &invalid(m.why));
+            return Flow::Go;
+        }
+    };
+    let (request, channel) = match name.as_str() {
+        "realtime:subscribe" | "realtime:unsubscribe" | "realtime:publish" => {
+            match request(&args) {
+                Ok(found) => found,
+                Err((e, channel)) => {
+                    answer_error(session, ack, channel.as_deref(), &e);
+                    return Flow::Go;
+                }
+            }
+        }
+        other => {
+            let e = ErrorBody::new(
+                ErrorCode::RealtimeInvalidEvent,
+                if reserved(other) {
+                    format!("`{other}` is reserved")
+                } else {
+                    format!(
+                        "unknown event `{other}`; send realtime:subscribe, realtime:unsubscribe or realtime:publish"
+                    )
+                },
+            );
+            answer_error(session, ack, None, &e);
+            return Flow::Go;
+        }
+    };
+    match name.as_str() {
+        "realtime:subscribe" => {
+            let wanted = recovery(request.since, request.replay_seconds);
+            subscribe(session, ack, &channel, wanted).await
+        }
+        "realtime:unsubscribe" => {
+            if let Err(e) = session.unsubscribe(&global(&channel)).await {
+                // Unsubscribing what is not subscribed is no failure here:
+                // InsForge answers nothing either way.
+                if e.code != ErrorCode::RealtimeNotSubscribed {
+                    answer_error(session, ack, Some(&channel), &e);
+                    return Flow::Go;
+                }
+            }
+            if let Some(id) = ack {
+                let body = json!({ "ok": true, "channel": channel });
+                session
+                    .outbound()
+                    .offer(frame(packet::ack(id, &body.to_string())));
+            }
+        }
+        _ => publish(session, ack, &channel, request).await,
+    }
+    Flow::Go
+}
+
+/// `realtime:subscribe`: acked with the members (the subscriber among
+/// them) and the channel's position; with `since` or `replaySeconds`, also
+/// whether everything asked for was recovered and the replayed messages,
+/// oldest first (live messages follow the ack). A refused subscribe also
+/// ends a subscription the socket held to that channel: it never keeps
+/// receiving what it was just refused.
+async fn subscribe(session: &mut Session, ack: Option<u64>, channel: &str, wanted: Recovery) {
+    let max_members = session.state().config.max_presence_members;
+    let render = |s: Subscribed<'_>| {
+        ack.map(|id| {
+            let outcome = s.outcome;
+            let members = capped(outcome.members.clone(), max_members);
+            let members: Vec<_> = members.members.iter().map(codec::member).collect();
+            let mut body = json!({
+                "ok": true,
+                "channel": s.channel.channel,
+                "presence": { "members": members },
+                "epoch": outcome.position.epoch,
+                "offset": outcome.position.offset,
+            });
+            if let Some(recovered) = outcome.recovered {
+                body["recovered"] = json!(recovered);
+            }
+            if !outcome.publications.is_empty() {
+                let replayed: Vec<_> = outcome
+                    .publications
+                    .iter()
+                    .map(|p| {
+                        let position = StreamPosition {
+                            epoch: outcome.position.epoch.clone(),
+                            offset: p.offset,
+                        };
+                        let message = codec::message(s.key, &p.publication, &position);
+                        // Written by the codec: valid JSON.
+                        let message: serde_json::Value =
+                            serde_json::from_str(&message).unwrap_or_default();
+                        json!({ "event": p.publication.event, "message": message })
+                    })
+                    .collect();
+                body["publications"] = json!(replayed);
+            }
+            frame(packet::ack(id, &body.to_string()))
+        })
+    };
+    let target = global(channel);
+    if let Err(e) = session.subscribe(&target, wanted, render).await {
+        if session.holds(channel, true) {
+            let _ = session.unsubscribe(&target).await;
+        }
+        answer_error(session, ack, Some(channel), &e);
+    }
+}
+
+/// `realtime:publish`: the socket must hold a subscription to the channel;
+/// the publisher receives its own message. Acked `{ok, messageId}` when
+/// the client passed a callback; a failure is always a `realtime:error`.
+async fn publish(session: &mut Session, ack: Option<u64>, channel: &str, request: Request) {
+    let refuse = |session: &Session, e: ErrorBody| {
+        if ack.is_some() {
+            tell(session, ack, Some(channel), &e);
+        }
+        answer_error(session, None, Some(channel), &e);
+    };
+    let event = match request.event {
+        Some(serde_json::Value::String(e)) if !e.is_empty() => e,
+        Some(_) => return refuse(session, invalid("`event` must be a non-empty string")),
+        None => return refuse(session, invalid("`event` is required")),
+    };
+    if reserved(&event) {
+        let e = ErrorBody::new(
+            ErrorCode::RealtimeInvalidEvent,
+            format!("`{event}` is reserved and cannot be published"),
+        );
+        return refuse(session, e);
+    }
+    let Some(payload) = request.payload else {
+        return refuse(session, invalid("`payload` is required"));
+    };
+    if !session.holds(channel, true) {
+        let e = ErrorBody::new(
+            ErrorCode::RealtimeNotSubscribed,
+            format!("subscribe to `{channel}` before publishing on it"),
+        );
+        return refuse(session, e);
+    }
+    match session
+        .publish(&global(channel), Some(event), payload, None)
+        .await
+    {
+        Ok(accepted) => {
+            if let Some(id) = ack {
+                let body = json!({ "ok": true, "messageId": accepted.event_id });
+                session
+                    .outbound()
+                    .offer(frame(packet::ack(id, &body.to_string())));
+            }
+        }
+        Err(e) => refuse(session, e),
+    }
+}
+
+/// Drains the connection's queue into Engine.IO. A client that does not
+/// take its frames within the write timeout (Engine.IO's buffer stays
+/// full) is kicked as a slow consumer; when the connection is kicked, what
+/// is queued goes out first (but for a slow consumer), then a token's
+/// expiry ends the namespace (`DISCONNECT`: the client does not reconnect
+/// with the same token on its own).
+async fn write_loop(socket: Arc<EioSocket>, mut rx: Receiver, kick: Arc<Kick>, limit: Duration) {
+    loop {
+        let frame = tokio::select! {
+            biased;
+            _ = kick.kicked() => break,
+            frame = rx.recv() => frame,
+        };
+        let Some(frame) = frame else {
+            return;
+        };
+        if !emit(&socket, frame, limit, &kick).await {
+            if kick.reason().is_none() {
+                kick.kick(DisconnectReason::SlowConsumer);
+            }
+            return;
+        }
+    }
+    let Some(reason) = kick.reason() else {
+        return;
+    };
+    if reason != DisconnectReason::SlowConsumer {
+        while let Some(frame) = rx.try_recv() {
+            if !emit(&socket, frame, Duration::from_secs(1), &Kick::default()).await {
+                return;
+            }
+        }
+    }
+    if reason == DisconnectReason::TokenExpired {
+        let _ = socket.emit(packet::DISCONNECT);
+    }
+    // Give a polling client its last frames before the session goes.
+    sleep(Duration::from_millis(100)).await;
+}
+
+/// Hands one frame to Engine.IO, waiting (up to `limit`) while its buffer
+/// is full. `false` when the client could not take it.
+async fn emit(socket: &EioSocket, frame: EncodedFrame, limit: Duration, kick: &Kick) -> bool {
+    // SAFETY: an `EncodedFrame` is only ever made from a `String`, so its
+    // bytes are valid UTF-8.
+    let mut text = unsafe { Str::from_bytes_unchecked(frame.into_bytes()) };
+    let deadline = Instant::now() + limit;
+    loop {
+        match socket.emit(text) {
+            Ok(()) => return true,
+            Err(mpsc::error::TrySendError::Closed(_)) => return false,
+            Err(mpsc::error::TrySendError::Full(back)) => {
+                if Instant::now() >= deadline || kick.reason().is_some() {
+                    return false;
+                }
+                text = back;
+                sleep(RETRY_FULL).await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reserved_names_are_refused_and_others_pass() {
+        for name in [
+            "realtime:error",
+            "realtime:publish",
+            "presence:join",
+            "presence:leave",
+            "notification",
+            "connect",
+            "disconnect",
+            "disconnecting",
+            "connect_error",
+            "newListener",
+            "removeListener",
+        ] {
+            assert!(reserved(name), "{name}");
+        }
+        for name in ["message", "order.created", "chat", "connected", "realtime"] {
+            assert!(!reserved(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn ack_ids_are_found_without_reading_the_packet() {
+        assert_eq!(salvage_ack(r#"27["realtime:publish",{"#), Some(7));
+        assert_eq!(salvage_ack(r#"2/x,12["a"]"#), Some(12));
+        assert_eq!(salvage_ack(r#"2["a"]"#), None);
+        assert_eq!(salvage_ack("0"), None);
+    }
+
+    #[test]
+    fn authorization_failures_carry_insforge_code() {
+        let e = ErrorBody::new(ErrorCode::Unauthorized, "no");
+        assert_eq!(code(&e), "REALTIME_UNAUTHORIZED");
+        let e = ErrorBody::new(ErrorCode::RealtimeNotSubscribed, "no");
+        assert_eq!(code(&e), "REALTIME_NOT_SUBSCRIBED");
+        let v: serde_json::Value = serde_json::from_str(&error_json(Some("a"), &e)).unwrap();
+        assert_eq!(v["channel"], "a");
+        assert_eq!(v["code"], "REALTIME_NOT_SUBSCRIBED");
+    }
+}
