@@ -4,7 +4,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import {
   URL_A, URL_B, PID_B, API_KEY, ANON_KEY, connect, next, collect, sleep, until,
-  subscribe, publish, userToken,
+  subscribe, publish, userToken, admin,
 } from "./lib.mjs";
 
 assert.ok(URL_B, "HERALD_URL_B is not set");
@@ -54,6 +54,38 @@ test("a user with sockets on both gateways joins once and leaves once", async ()
     watcher.close();
     onA?.close();
     onB?.close();
+  }
+});
+
+test("a definition changed on gateway A takes effect on gateway B within a second (PostgreSQL)", async () => {
+  const onB = await connect(URL_B, { token: ANON_KEY });
+  try {
+    assert.equal((await subscribe(onB, "shared:1")).error.code, "REALTIME_CHANNEL_NOT_FOUND");
+    const created = await admin(URL_A, "POST", "/api/realtime/channels", { pattern: "shared:%" });
+    assert.equal(created.status, 201, JSON.stringify(created.body));
+    const made = Date.now();
+    // Gateway B sees it by its next poll of the database.
+    let ack;
+    do {
+      ack = await subscribe(onB, "shared:1");
+      if (!ack.ok) await sleep(20);
+    } while (!ack.ok && Date.now() - made < 3000);
+    assert.equal(ack.ok, true);
+    // Gateways poll every 500 ms; the bound here is loose so a loaded CI
+    // machine does not fail it (the figure is printed).
+    console.log(`definition visible on gateway B after ${Date.now() - made} ms`);
+    // B lists what A made: one database.
+    const listed = await admin(URL_B, "GET", "/api/realtime/channels");
+    assert.ok(listed.body.some((d) => d.id === created.body.id));
+
+    const lost = next(onB, "realtime:error", 3000);
+    const disabledAt = Date.now();
+    await admin(URL_A, "PUT", `/api/realtime/channels/${created.body.id}`, { enabled: false });
+    const e = await lost;
+    assert.equal(e.code, "REALTIME_CHANNEL_NOT_FOUND");
+    console.log(`subscriber on gateway B unsubscribed ${Date.now() - disabledAt} ms after the change`);
+  } finally {
+    onB.close();
   }
 });
 

@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { createClient } from "@insforge/sdk";
 import {
   URL_A, API_KEY, ANON_KEY, LIMITED_API_KEY, connect, next, collect, sleep, until,
-  subscribe, publish, publishGlobal, native, userToken,
+  subscribe, publish, publishGlobal, native, userToken, admin,
 } from "./lib.mjs";
 
 const ISO = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
@@ -324,6 +324,40 @@ test("a flooding socket is told once, then disconnected", async () => {
     for (let i = 0; i < 60; i++) s.emit("realtime:publish", { channel: "order:flood", event: "x", payload: { i } });
     assert.equal(await gone, "transport close");
     assert.equal(errors.filter((e) => e.code === "RATE_LIMIT_EXCEEDED").length, 1);
+  } finally {
+    s.close();
+  }
+});
+
+// Weakness 6: a disabled channel kept its existing subscribers.
+test("definitions made over the admin API open channels, and disabling or deleting one unsubscribes its sockets", async () => {
+  const s = await connect(URL_A, { token: ANON_KEY });
+  try {
+    assert.equal((await subscribe(s, "live:1")).error.code, "REALTIME_CHANNEL_NOT_FOUND");
+    const created = await admin(URL_A, "POST", "/api/realtime/channels", { pattern: "live:%" });
+    assert.equal(created.status, 201, JSON.stringify(created.body));
+    assert.equal((await subscribe(s, "live:1")).ok, true);
+    const seen = collect(s, "tick");
+    await publishGlobal(URL_A, "live:1", "tick", { n: 1 });
+    await until(() => seen.length === 1);
+
+    const lost = next(s, "realtime:error", 2000);
+    const disabled = await admin(URL_A, "PUT", `/api/realtime/channels/${created.body.id}`, { enabled: false });
+    assert.equal(disabled.status, 200);
+    const e = await lost;
+    assert.equal(e.code, "REALTIME_CHANNEL_NOT_FOUND");
+    assert.equal(e.channel, "live:1");
+    await publishGlobal(URL_A, "live:1", "tick", { n: 2 });
+    await sleep(300);
+    assert.equal(seen.length, 1, "no delivery after the definition was disabled");
+    assert.equal((await subscribe(s, "live:1")).error.code, "REALTIME_CHANNEL_NOT_FOUND");
+
+    await admin(URL_A, "PUT", `/api/realtime/channels/${created.body.id}`, { enabled: true });
+    assert.equal((await subscribe(s, "live:1")).ok, true);
+    const gone = next(s, "realtime:error", 2000);
+    const deleted = await admin(URL_A, "DELETE", `/api/realtime/channels/${created.body.id}`);
+    assert.deepEqual(deleted.body, { message: "Channel deleted" });
+    assert.equal((await gone).code, "REALTIME_CHANNEL_NOT_FOUND");
   } finally {
     s.close();
   }

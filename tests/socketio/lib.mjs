@@ -126,3 +126,13 @@ export async function native(url, query) {
     close() { ws.close(); },
   };
 }
+
+// The admin API (/api/realtime/...), with the app's API key.
+export async function admin(url, method, path, body) {
+  const res = await fetch(`${url}${path}`, {
+    method,
+    headers: { "content-type": "application/json", "x-api-key": API_KEY },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  return { status: res.status, body: await res.json() };
+}

@@ -159,13 +159,48 @@ pub enum Identity {
         ctx: Map<String, Value>,
         /// Epoch seconds.
         exp: u64,
+        /// The token's `role` and `email`, when it has either (read as
+        /// InsForge reads them; kept boxed: most tokens carry neither).
+        profile: Option<Box<Profile>>,
     },
     /// An app backend (API key).
     System,
     Anonymous,
 }
 
+/// What a user token says about its user beyond `sub`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Profile {
+    pub role: Option<String>,
+    pub email: Option<String>,
+}
+
+/// InsForge's role of a signed-in user whose token names none.
+pub const DEFAULT_ROLE: &str = "authenticated";
+
 impl Identity {
+    /// A user's role: the token's `role`, `authenticated` by default;
+    /// `None` for the app's backend and anonymous connections.
+    pub fn role(&self) -> Option<&str> {
+        match self {
+            Identity::User { profile, .. } => Some(
+                profile
+                    .as_ref()
+                    .and_then(|p| p.role.as_deref())
+                    .unwrap_or(DEFAULT_ROLE),
+            ),
+            _ => None,
+        }
+    }
+
+    /// A user's `email` claim.
+    pub fn email(&self) -> Option<&str> {
+        match self {
+            Identity::User { profile, .. } => profile.as_ref().and_then(|p| p.email.as_deref()),
+            _ => None,
+        }
+    }
+
     pub fn sender_type(&self) -> SenderType {
         match self {
             Identity::User { .. } => SenderType::User,
@@ -216,6 +251,8 @@ pub struct UserClaims {
     pub iat: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
     /// The product context, read exactly (`herald_protocol::exact`).
     #[serde(
         default,
@@ -350,6 +387,12 @@ pub fn verify_user_token(apps: &Apps, token: &str) -> Result<(Arc<App>, Identity
             sub: claims.sub,
             ctx: claims.ctx.unwrap_or_default(),
             exp: claims.exp,
+            profile: (claims.role.is_some() || claims.email.is_some()).then(|| {
+                Box::new(Profile {
+                    role: claims.role,
+                    email: claims.email,
+                })
+            }),
         },
     ))
 }
@@ -482,6 +525,7 @@ mod tests {
                 nbf: None,
                 iat: None,
                 role: None,
+                email: None,
                 ctx: Some(json!({"issue":"1"}).as_object().unwrap().clone()),
             },
         )
@@ -598,6 +642,7 @@ mod tests {
             nbf: None,
             iat: None,
             role: None,
+            email: None,
             ctx: None,
         };
         let key = EncodingKey::from_ec_pem(TEST_EC_PRIVATE.as_bytes()).unwrap();

@@ -20,6 +20,14 @@ pub struct Config {
     /// `redis://...` or `redis-cluster://...` to join a cluster; unset runs
     /// embedded (one node, everything in memory).
     pub redis_url: Option<String>,
+    /// `postgres://...` (a cluster's gateways share it) or `sqlite://...`:
+    /// where channel definitions and realtime settings live. Unset: SQLite
+    /// under `data_dir` when that is set, else in memory (embedded); a
+    /// cluster without a database has no admin API for definitions.
+    pub database_url: Option<String>,
+    /// A directory for what an embedded gateway keeps across restarts
+    /// (its SQLite database, `herald.db`).
+    pub data_dir: Option<std::path::PathBuf>,
     /// This gateway's name in `connected` frames, logs and metrics.
     /// Default: `gw-` and a random suffix.
     pub node_id: Option<String>,
@@ -139,6 +147,8 @@ impl Default for Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             redis_url: None,
+            database_url: None,
+            data_dir: None,
             node_id: None,
             max_frame_bytes: 64 * 1024,
             max_payload_bytes: 64 * 1024,
@@ -360,6 +370,8 @@ pub struct Overrides {
     pub listen: Option<SocketAddr>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
 }
 
 /// The development app `herald serve` starts with when nothing configures
@@ -617,6 +629,7 @@ allow_anonymous = false
         let flags = Overrides {
             listen: Some("127.0.0.1:9100".parse().unwrap()),
             redis_url: None,
+            database_url: None,
         };
         let (c, _) = load(Some(f.path()), &flags).unwrap();
         assert_eq!(c.listen.port(), 9100);

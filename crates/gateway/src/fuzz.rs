@@ -218,6 +218,7 @@ fn token_seeds(apps: &Apps) -> Vec<Vec<u8>> {
             nbf: None,
             iat: Some(now),
             role: None,
+            email: None,
             ctx: json!({"issue": "1", "n": 2}).as_object().cloned(),
         },
     )

@@ -20,9 +20,11 @@
 //! that admits connections through [`edge`] and drives a
 //! [`realtime::Session`].
 
+pub mod admin;
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod definitions;
 pub mod edge;
 pub mod expressions;
 pub mod fuzz;

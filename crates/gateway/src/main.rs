@@ -41,6 +41,11 @@ enum Command {
         /// Redis URL to join a cluster (redis:// or redis-cluster://).
         #[arg(long)]
         redis: Option<String>,
+        /// Database for channel definitions and realtime settings
+        /// (postgres://… for a cluster; default: SQLite, in memory or
+        /// under data_dir).
+        #[arg(long)]
+        database: Option<String>,
     },
     /// Mint a user JWT signed with an app's jwt_secret, for testing.
     Token {
@@ -102,11 +107,13 @@ fn main() -> ExitCode {
             config,
             listen,
             redis,
+            database,
         } => serve(
             config,
             Overrides {
                 listen,
                 redis_url: redis,
+                database_url: database,
             },
         ),
         Command::Token {
@@ -227,6 +234,7 @@ fn mint(
             nbf: None,
             iat: None,
             role,
+            email: None,
             ctx,
         },
     )
@@ -256,6 +264,7 @@ fn check_config(file: Option<PathBuf>) -> Result<(), String> {
     }
     let mut shown = config.clone();
     shown.redis_url = shown.redis_url.as_deref().map(herald_redis::redact);
+    shown.database_url = shown.database_url.as_deref().map(herald_store::redact);
     if shown.metrics_token.is_some() {
         shown.metrics_token = Some("<redacted>".into());
     }

@@ -1,5 +1,6 @@
 //! The HTTP server: routes, start-up and graceful shutdown.
 
+use crate::admin;
 use crate::api;
 use crate::config::Config;
 use crate::edge::{self, Credentials};
@@ -15,6 +16,7 @@ use axum::{middleware, Router};
 use herald_broker_node::Node;
 use herald_protocol::now_ms;
 use herald_redis::ClusterOptions;
+use herald_store::Store;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -40,6 +42,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
         .merge(api::routes())
+        .merge(admin::routes())
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }
@@ -128,7 +131,13 @@ impl Server {
                 node
             }
         };
-        let state = AppState::new(config, node, address)?;
+        let store = open_store(&config).await?;
+        let state = AppState::new(config, node, address, store)?;
+        state
+            .definitions
+            .refresh()
+            .await
+            .map_err(|e| format!("cannot read channel definitions: {e}"))?;
         Ok(Server { state, listener })
     }
 
@@ -158,6 +167,8 @@ impl Server {
     ) -> std::io::Result<()> {
         let state = self.state;
         let upkeep = tokio::spawn(upkeep(Arc::clone(&state)));
+        let definitions =
+            tokio::spawn(Arc::clone(&state.definitions).run(state.shutdown.child_token()));
         let stop = state.shutdown.clone();
         tokio::spawn(async move {
             shutdown.await;
@@ -177,10 +188,32 @@ impl Server {
             );
         }
         upkeep.abort();
+        definitions.abort();
         state.node.shutdown().await;
+        if let Some(store) = state.definitions.store() {
+            store.close().await;
+        }
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// The database: `database_url` when set; embedded, SQLite under
+/// `data_dir` or in memory; a cluster without one has none (definitions
+/// come from the configuration only, and the admin API says so).
+async fn open_store(config: &Config) -> Result<Option<Store>, String> {
+    let store = match (&config.database_url, &config.redis_url, &config.data_dir) {
+        (Some(url), _, _) => Store::connect(url).await,
+        (None, None, Some(dir)) => Store::in_dir(dir).await,
+        (None, None, None) => Store::memory().await,
+        (None, Some(_), _) => {
+            tracing::warn!(
+                "no database (--database postgres://…): channel definitions come from the configuration only, and the admin API cannot change them"
+            );
+            return Ok(None);
+        }
+    };
+    store.map(Some).map_err(|e| e.to_string())
 }
 
 async fn upkeep(state: Arc<AppState>) {

@@ -2,9 +2,11 @@
 
 use crate::auth::Apps;
 use crate::config::Config;
+use crate::definitions::Definitions;
 use crate::metrics::Metrics;
 use herald_broker_node::Node;
 use herald_rate_limiter::{ClusterLimiter, Decision, KeyedLimiter, Limit, LocalLimiter};
+use herald_store::Store;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,11 +31,18 @@ pub struct AppState {
     pub connections: TaskTracker,
     /// The address this gateway listens on.
     pub address: String,
+    /// Channel definitions (configuration and store).
+    pub definitions: Arc<Definitions>,
     next_conn: AtomicU64,
 }
 
 impl AppState {
-    pub fn new(config: Config, node: Arc<Node>, address: String) -> Result<Arc<AppState>, String> {
+    pub fn new(
+        config: Config,
+        node: Arc<Node>,
+        address: String,
+        store: Option<Store>,
+    ) -> Result<Arc<AppState>, String> {
         let apps = Apps::new(&config.apps)?;
         // Per app: its whole allowance (cluster-wide), and what its client
         // connections together may use of it (`clients:<app>`, checked as
@@ -72,6 +81,7 @@ impl AppState {
             shutdown: CancellationToken::new(),
             connections: TaskTracker::new(),
             address,
+            definitions: Arc::new(Definitions::new(store)),
             next_conn: AtomicU64::new(1),
         }))
     }

@@ -1,13 +1,14 @@
 //! Stock `socket.io-client` and `@insforge/sdk` against real `herald`
 //! processes: the Node tests in `tests/socketio/` (Node's test runner),
 //! started here against an embedded gateway, and against two gateways
-//! over one Redis. `scripts/test` installs their packages from the
+//! over one Redis and one PostgreSQL. `scripts/test` installs their packages from the
 //! committed lockfile (`scripts/node-deps`).
 
 mod common;
 
 use common::redis::RedisServer;
 use common::Herald;
+use herald_store::testing::PostgresServer;
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio::process::Command;
@@ -72,7 +73,12 @@ async fn stock_clients_against_an_embedded_gateway() {
 #[tokio::test(flavor = "multi_thread")]
 async fn stock_clients_against_two_gateways_over_redis() {
     let redis = RedisServer::start();
-    let settings = "presence_ttl_seconds = 3";
+    let postgres = PostgresServer::start();
+    let settings = format!(
+        "presence_ttl_seconds = 3\ndatabase_url = {:?}",
+        postgres.url()
+    );
+    let settings = settings.as_str();
     let a = Herald::start_clustered(&redis.url(), settings).await;
     let b = Herald::start_clustered(&redis.url(), settings).await;
     a.wait_ready(Duration::from_secs(10)).await;

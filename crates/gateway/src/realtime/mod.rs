@@ -154,11 +154,7 @@ pub async fn resolve(
     }
     herald_broker_node::key::validate_channel_name(spec.channel).map_err(key_error)?;
     if (app.config.require_channel_definitions || spec.require_definition)
-        && !app
-            .config
-            .channels
-            .iter()
-            .any(|d| d.enabled && d.matches(spec.channel))
+        && !state.definitions.allows(&app.config, spec.channel)
     {
         return Err(error(
             ErrorCode::RealtimeChannelNotFound,

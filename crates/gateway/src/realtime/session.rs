@@ -174,8 +174,7 @@ impl Session {
             context_overrides: channel.context_overrides.as_deref(),
             context: self.identity.context(),
             client: self.client.as_deref(),
-            require_definition: self.surface == "socketio"
-                && self.app.config.socketio_require_channel_definitions,
+            require_definition: self.definitions_required(),
         };
         super::resolve(&self.state, &self.app, &spec, op)
             .await
@@ -194,6 +193,36 @@ impl Session {
         {
             tracing::warn!(error = %e, channel = key.name(), "unsubscribe failed");
         }
+    }
+
+    /// Whether channels used on this connection need an enabled
+    /// definition.
+    fn definitions_required(&self) -> bool {
+        self.app.config.require_channel_definitions
+            || (self.surface == "socketio" && self.app.config.socketio_require_channel_definitions)
+    }
+
+    /// Leaves every channel that no longer has an enabled definition where
+    /// one is required (a definition was disabled, deleted or changed);
+    /// the names left, for the surface to tell the client.
+    pub async fn drop_undefined(&mut self) -> Vec<String> {
+        if !self.definitions_required() {
+            return Vec::new();
+        }
+        let gone: Vec<(String, bool)> = self
+            .subscriptions
+            .keys()
+            .filter(|(name, _)| !self.state.definitions.allows(&self.app.config, name))
+            .cloned()
+            .collect();
+        let mut names = Vec::with_capacity(gone.len());
+        for slot in gone {
+            if let Some(key) = self.subscriptions.remove(&slot) {
+                self.leave(&key).await;
+            }
+            names.push(slot.0);
+        }
+        names
     }
 
     /// Leaves every channel; called once when the connection ends.

@@ -32,7 +32,7 @@ fn state(config: impl FnOnce(&mut Config), app: AppConfig) -> Arc<AppState> {
         ..Config::default()
     };
     config(&mut c);
-    AppState::new(c, Node::embedded("n1"), "127.0.0.1:0".into()).unwrap()
+    AppState::new(c, Node::embedded("n1"), "127.0.0.1:0".into(), None).unwrap()
 }
 
 fn user(sub: &str, exp: u64) -> Identity {
@@ -40,6 +40,7 @@ fn user(sub: &str, exp: u64) -> Identity {
         sub: sub.into(),
         ctx: Default::default(),
         exp,
+        profile: None,
     }
 }
 
@@ -255,6 +256,7 @@ fn token(sub: &str, app: &str, exp: u64) -> String {
             nbf: None,
             iat: None,
             role: None,
+            email: None,
             ctx: None,
         },
     )

@@ -271,10 +271,21 @@ async fn read_loop(
     writer_done: &mut bool,
 ) {
     let mut flood = FloodGate::new(state);
+    let mut definitions = state.definitions.changes();
     loop {
         let expiry = session.expiry();
         let inbound = tokio::select! {
             _ = kick.kicked() => return,
+            Ok(()) = definitions.changed() => {
+                for channel in session.drop_undefined().await {
+                    let e = ErrorBody::new(
+                        ErrorCode::RealtimeChannelNotFound,
+                        format!("`{channel}` lost its channel definition (disabled or deleted): unsubscribed"),
+                    );
+                    answer_error(session, None, Some(&channel), &e);
+                }
+                continue;
+            }
             _ = state.shutdown.cancelled() => {
                 let notice = json!({
                     "level": "warning",

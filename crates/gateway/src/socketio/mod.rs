@@ -14,7 +14,7 @@ mod codec;
 mod connection;
 mod packet;
 
-pub use codec::{SocketIo, SOCKETIO};
+pub use codec::{iso, SocketIo, SOCKETIO};
 pub use connection::reserved;
 
 use crate::edge::open_connection;

@@ -105,10 +105,21 @@ async fn read_loop(
 ) {
     let liveness = Duration::from_millis(state.config.ping_interval_ms * 2 + 1000);
     let mut flood = FloodGate::new(state);
+    let mut definitions = state.definitions.changes();
     loop {
         let expiry = session.expiry();
         let frame = tokio::select! {
             _ = kick.kicked() => return,
+            Ok(()) = definitions.changed() => {
+                for channel in session.drop_undefined().await {
+                    let e = ErrorBody::new(
+                        ErrorCode::RealtimeChannelNotFound,
+                        format!("`{channel}` lost its channel definition (disabled or deleted): unsubscribed"),
+                    );
+                    Box::pin(codec::answer_error(session, None, Some(channel), e)).await;
+                }
+                continue;
+            }
             _ = state.shutdown.cancelled() => {
                 kick.kick(DisconnectReason::Shutdown);
                 return;

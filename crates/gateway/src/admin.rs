@@ -1,0 +1,420 @@
+//! The admin API of InsForge's realtime surface (`/api/realtime/...`):
+//! channel definitions and the app's realtime settings, in the store.
+//!
+//! Auth: the app's API key (`X-API-Key`, or `Authorization: Bearer`), or a
+//! user JWT of the app whose `role` is `project_admin`. Success bodies are
+//! raw JSON; errors are `{error: "<CODE>", message, statusCode}`. Bodies
+//! are strict: an unknown field is refused, named.
+
+use crate::auth::verify_user_token;
+use crate::auth::App;
+use crate::edge::Credentials;
+use crate::socketio::iso;
+use crate::state::AppState;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use herald_store::{pattern, Definition, DefinitionChange, NewDefinition, RealtimeSettings};
+use herald_store::{Store, StoreError};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+/// The role a user JWT needs for the admin API.
+pub const ADMIN_ROLE: &str = "project_admin";
+/// Webhook URLs per definition, at most.
+pub const MAX_WEBHOOKS: usize = 10;
+const MAX_URL: usize = 2048;
+const MAX_DESCRIPTION: usize = 1024;
+
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/api/realtime/channels", get(list).post(create))
+        .route(
+            "/api/realtime/channels/{id}",
+            get(get_one).put(update).delete(remove),
+        )
+        .route("/api/realtime/config", get(settings).patch(set_settings))
+        .route_layer(axum::middleware::from_fn(no_query))
+}
+
+/// An admin API failure.
+#[derive(Debug)]
+pub struct AdminError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl AdminError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        AdminError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn invalid(message: impl Into<String>) -> Self {
+        AdminError::new(StatusCode::BAD_REQUEST, "INVALID_INPUT", message)
+    }
+}
+
+impl IntoResponse for AdminError {
+    fn into_response(self) -> Response {
+        let body = json!({
+            "error": self.code,
+            "message": self.message,
+            "statusCode": self.status.as_u16(),
+        });
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<StoreError> for AdminError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Duplicate(pattern) => AdminError::new(
+                StatusCode::CONFLICT,
+                "ALREADY_EXISTS",
+                format!("a channel with pattern `{pattern}` already exists"),
+            ),
+            StoreError::Unreachable { .. } => {
+                tracing::warn!(error = %e, "admin API: database unreachable");
+                AdminError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "DATABASE_UNAVAILABLE",
+                    "the database is unreachable",
+                )
+            }
+            e => {
+                tracing::warn!(error = %e, "admin API: database error");
+                AdminError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "INTERNAL_ERROR",
+                    "the database failed",
+                )
+            }
+        }
+    }
+}
+
+type Answer = Result<Response, AdminError>;
+
+/// Refuses a call with query parameters, naming the first: none of these
+/// routes takes any.
+async fn no_query(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let Some(query) = request.uri().query().filter(|q| !q.is_empty()) else {
+        return next.run(request).await;
+    };
+    let name = query.split(['&', '=']).next().unwrap_or_default();
+    AdminError::invalid(format!("unknown query parameter `{name}`")).into_response()
+}
+
+/// The app an admin call is for: its API key, or an admin's user JWT.
+fn admit(state: &AppState, headers: &HeaderMap) -> Result<Arc<App>, AdminError> {
+    let credentials = Credentials::from_headers(headers);
+    if let Some(app) = credentials
+        .server_key()
+        .and_then(|k| state.apps.by_api_key(k))
+    {
+        return Ok(Arc::clone(app));
+    }
+    let unauthorized = || {
+        AdminError::new(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+            "an API key or a project admin's token is required",
+        )
+    };
+    let token = credentials.bearer.as_deref().ok_or_else(unauthorized)?;
+    let (app, identity) = verify_user_token(&state.apps, token).map_err(|_| unauthorized())?;
+    if identity.role() != Some(ADMIN_ROLE) {
+        return Err(AdminError::new(
+            StatusCode::FORBIDDEN,
+            "FORBIDDEN",
+            format!("the token's role must be `{ADMIN_ROLE}`"),
+        ));
+    }
+    Ok(app)
+}
+
+fn store(state: &AppState) -> Result<&Store, AdminError> {
+    state.definitions.store().ok_or_else(|| {
+        AdminError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "DATABASE_UNAVAILABLE",
+            "this gateway has no database: start every gateway with --database postgres://… to manage channels",
+        )
+    })
+}
+
+fn body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, AdminError> {
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            AdminError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "PAYLOAD_TOO_LARGE",
+                "request body too large",
+            )
+        } else {
+            AdminError::invalid(e.body_text())
+        }
+    })?;
+    serde_json::from_slice(&body).map_err(|e| AdminError::invalid(format!("invalid body: {e}")))
+}
+
+/// A definition as the API shows it.
+pub fn view(def: &Definition) -> Value {
+    json!({
+        "id": def.id,
+        "pattern": def.pattern,
+        "description": def.description,
+        "webhookUrls": def.webhook_urls,
+        "enabled": def.enabled,
+        "createdAt": iso(def.created_at_ms.max(0) as u64),
+        "updatedAt": iso(def.updated_at_ms.max(0) as u64),
+    })
+}
+
+/// A field that may be sent as `null` to clear it: absent is `None`,
+/// `null` is `Some(None)`.
+fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Create {
+    pattern: String,
+    description: Option<String>,
+    webhook_urls: Option<Vec<String>>,
+    enabled: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Update {
+    pattern: Option<String>,
+    #[serde(default, deserialize_with = "nullable")]
+    description: Option<Option<String>>,
+    webhook_urls: Option<Vec<String>>,
+    enabled: Option<bool>,
+}
+
+fn check_pattern(p: &str) -> Result<(), AdminError> {
+    pattern::validate(p).map_err(|why| {
+        AdminError::new(
+            StatusCode::BAD_REQUEST,
+            "REALTIME_INVALID_CHANNEL_PATTERN",
+            format!("invalid pattern `{p}`: {why}"),
+        )
+    })
+}
+
+fn check_description(d: Option<&str>) -> Result<(), AdminError> {
+    match d {
+        Some(d) if d.chars().count() > MAX_DESCRIPTION => Err(AdminError::invalid(format!(
+            "description is longer than {MAX_DESCRIPTION} characters"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Webhook URLs: at most [`MAX_WEBHOOKS`], each `http` or `https` with a
+/// host.
+pub fn check_webhooks(urls: &[String]) -> Result<(), AdminError> {
+    if urls.len() > MAX_WEBHOOKS {
+        return Err(AdminError::invalid(format!(
+            "at most {MAX_WEBHOOKS} webhookUrls"
+        )));
+    }
+    for url in urls {
+        let parsed: Option<Uri> = (url.len() <= MAX_URL).then(|| url.parse().ok()).flatten();
+        let ok = parsed.is_some_and(|u| {
+            matches!(u.scheme_str(), Some("http" | "https"))
+                && u.host().is_some_and(|h| !h.is_empty())
+        });
+        if !ok {
+            return Err(AdminError::invalid(format!(
+                "webhookUrls: `{url}` is not an http(s) URL with a host"
+            )));
+        }
+    }
+    Ok(())
+}
+
+async fn list(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Answer {
+    let app = admit(&state, &headers)?;
+    let defs = store(&state)?.definitions(app.id()).await?;
+    Ok(Json(defs.iter().map(view).collect::<Vec<_>>()).into_response())
+}
+
+async fn create(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> Answer {
+    let app = admit(&state, &headers)?;
+    let store = store(&state)?;
+    let req: Create = body(raw)?;
+    check_pattern(&req.pattern)?;
+    check_description(req.description.as_deref())?;
+    let webhook_urls = req.webhook_urls.unwrap_or_default();
+    check_webhooks(&webhook_urls)?;
+    let new = NewDefinition {
+        pattern: req.pattern,
+        description: req.description,
+        webhook_urls,
+        enabled: req.enabled.unwrap_or(true),
+    };
+    let def = store.create(app.id(), new).await?;
+    applied(&state).await;
+    Ok((StatusCode::CREATED, Json(view(&def))).into_response())
+}
+
+fn not_found(id: &str) -> AdminError {
+    AdminError::new(
+        StatusCode::NOT_FOUND,
+        "NOT_FOUND",
+        format!("no channel with id `{id}`"),
+    )
+}
+
+async fn get_one(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Answer {
+    let app = admit(&state, &headers)?;
+    match store(&state)?.definition(app.id(), &id).await? {
+        Some(def) => Ok(Json(view(&def)).into_response()),
+        None => Err(not_found(&id)),
+    }
+}
+
+async fn update(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Answer {
+    let app = admit(&state, &headers)?;
+    let store = store(&state)?;
+    let req: Update = body(raw)?;
+    if let Some(p) = &req.pattern {
+        check_pattern(p)?;
+    }
+    check_description(req.description.as_ref().and_then(Option::as_deref))?;
+    if let Some(urls) = &req.webhook_urls {
+        check_webhooks(urls)?;
+    }
+    let change = DefinitionChange {
+        pattern: req.pattern,
+        description: req.description,
+        webhook_urls: req.webhook_urls,
+        enabled: req.enabled,
+    };
+    match store.update(app.id(), &id, change).await? {
+        Some(def) => {
+            applied(&state).await;
+            Ok(Json(view(&def)).into_response())
+        }
+        None => Err(not_found(&id)),
+    }
+}
+
+async fn remove(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Answer {
+    let app = admit(&state, &headers)?;
+    if !store(&state)?.delete(app.id(), &id).await? {
+        return Err(not_found(&id));
+    }
+    applied(&state).await;
+    Ok(Json(json!({ "message": "Channel deleted" })).into_response())
+}
+
+/// Applies a change on this gateway at once (the others within
+/// `definitions::POLL`).
+async fn applied(state: &AppState) {
+    if let Err(e) = state.definitions.refresh().await {
+        tracing::warn!(error = %e, "cannot reload channel definitions after a change");
+    }
+}
+
+fn settings_view(s: RealtimeSettings) -> Response {
+    Json(json!({ "retentionDays": s.retention_days })).into_response()
+}
+
+async fn settings(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Answer {
+    let app = admit(&state, &headers)?;
+    Ok(settings_view(store(&state)?.settings(app.id()).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct SettingsChange {
+    #[serde(default, deserialize_with = "nullable")]
+    retention_days: Option<Option<i64>>,
+}
+
+async fn set_settings(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> Answer {
+    let app = admit(&state, &headers)?;
+    let store = store(&state)?;
+    let req: SettingsChange = body(raw)?;
+    let mut current = store.settings(app.id()).await?;
+    if let Some(days) = req.retention_days {
+        current.retention_days = match days {
+            None => None,
+            Some(d) if (1..=i64::from(u32::MAX)).contains(&d) => Some(d as u32),
+            Some(d) => {
+                return Err(AdminError::invalid(format!(
+                    "retentionDays must be null or a positive integer, not {d}"
+                )))
+            }
+        };
+    }
+    let saved = store.set_settings(app.id(), current).await?;
+    applied(&state).await;
+    Ok(settings_view(saved))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn webhook_urls_must_be_http_with_a_host() {
+        let ok = |u: &str| check_webhooks(&[u.to_owned()]).is_ok();
+        assert!(ok("https://example.com/hook"));
+        assert!(ok("http://127.0.0.1:9000/x?y=1"));
+        assert!(!ok("ftp://example.com/"));
+        assert!(!ok("example.com/hook"));
+        assert!(!ok("https://"));
+        assert!(!ok("not a url"));
+        let many: Vec<String> = (0..=MAX_WEBHOOKS)
+            .map(|i| format!("https://h/{i}"))
+            .collect();
+        assert!(check_webhooks(&many).is_err());
+    }
+
+    #[test]
+    fn errors_have_insforge_shape() {
+        let r = AdminError::invalid("nope").into_response();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    }
+}

@@ -1,0 +1,135 @@
+//! Channel definitions as this gateway sees them: the apps' `channels`
+//! from the configuration, and the definitions operators manage over the
+//! admin API, kept in the store and cached here.
+//!
+//! Every gateway polls the store's revision twice a second and reloads
+//! when it moved, so a change made on any gateway takes effect on all of
+//! them within a second; each change is announced to the gateway's
+//! connections (`changes`), which drop subscriptions that lost their
+//! definition.
+
+use crate::config::AppConfig;
+use herald_store::{pattern, Definition, Store, StoreError};
+use parking_lot::RwLock;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// How often the store's revision is read.
+pub const POLL: Duration = Duration::from_millis(500);
+
+pub struct Definitions {
+    store: Option<Store>,
+    by_app: RwLock<HashMap<String, Arc<[Definition]>>>,
+    /// The store revision last loaded.
+    loaded: RwLock<Option<i64>>,
+    changed: watch::Sender<u64>,
+}
+
+impl Definitions {
+    pub fn new(store: Option<Store>) -> Definitions {
+        Definitions {
+            store,
+            by_app: RwLock::new(HashMap::new()),
+            loaded: RwLock::new(None),
+            changed: watch::channel(0).0,
+        }
+    }
+
+    /// The store, where this gateway has one.
+    pub fn store(&self) -> Option<&Store> {
+        self.store.as_ref()
+    }
+
+    /// Reloads everything from the store when its revision moved;
+    /// announces the change.
+    pub async fn refresh(&self) -> Result<(), StoreError> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        let revision = store.revision().await?;
+        if *self.loaded.read() == Some(revision) {
+            return Ok(());
+        }
+        let mut by_app: HashMap<String, Vec<Definition>> = HashMap::new();
+        for def in store.all_definitions().await? {
+            by_app.entry(def.app.clone()).or_default().push(def);
+        }
+        *self.by_app.write() = by_app
+            .into_iter()
+            .map(|(app, defs)| (app, Arc::from(defs)))
+            .collect();
+        *self.loaded.write() = Some(revision);
+        self.changed.send_modify(|n| *n += 1);
+        Ok(())
+    }
+
+    /// Polls the store until `stop`; a store that cannot be read is
+    /// logged, and the last definitions stay in force.
+    pub async fn run(self: Arc<Self>, stop: CancellationToken) {
+        if self.store.is_none() {
+            return;
+        }
+        let mut tick = tokio::time::interval(POLL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failing = false;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            match self.refresh().await {
+                Ok(()) if failing => {
+                    tracing::info!("channel definitions are read from the database again");
+                    failing = false;
+                }
+                Ok(()) => {}
+                Err(e) if !failing => {
+                    tracing::warn!(error = %e, "cannot read channel definitions; keeping the last ones");
+                    failing = true;
+                }
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// Announces each change of the definitions.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// The app's definitions in the store, oldest first.
+    pub fn of(&self, app: &str) -> Arc<[Definition]> {
+        self.by_app
+            .read()
+            .get(app)
+            .cloned()
+            .unwrap_or_else(|| Arc::from(Vec::new()))
+    }
+
+    /// The enabled store definition that governs `channel`: the most
+    /// specific match (exact, then the longest literal prefix, then the
+    /// longest pattern).
+    pub fn governing(&self, app: &str, channel: &str) -> Option<Definition> {
+        let defs = self.of(app);
+        pattern::most_specific(
+            channel,
+            defs.iter()
+                .filter(|d| d.enabled)
+                .map(|d| (d.pattern.as_str(), d)),
+        )
+        .map(|(_, d)| d.clone())
+    }
+
+    /// Whether an enabled definition (in the configuration or the store)
+    /// lets `channel` be used.
+    pub fn allows(&self, app: &AppConfig, channel: &str) -> bool {
+        app.channels.iter().any(|d| d.enabled && d.matches(channel))
+            || self
+                .of(&app.id)
+                .iter()
+                .any(|d| d.enabled && pattern::matches(&d.pattern, channel))
+    }
+}
