@@ -6,7 +6,7 @@
 //! raw JSON; errors are `{error: "<CODE>", message, statusCode}`. Bodies
 //! are strict: an unknown field is refused, named.
 
-use crate::auth::verify_user_token;
+use crate::auth::verify_user_token_fetching;
 use crate::auth::App;
 use crate::edge::Credentials;
 use crate::socketio::iso;
@@ -117,7 +117,7 @@ async fn no_query(request: axum::extract::Request, next: axum::middleware::Next)
 }
 
 /// The app an admin call is for: its API key, or an admin's user JWT.
-fn admit(state: &AppState, headers: &HeaderMap) -> Result<Arc<App>, AdminError> {
+async fn admit(state: &AppState, headers: &HeaderMap) -> Result<Arc<App>, AdminError> {
     let credentials = Credentials::from_headers(headers);
     if let Some(app) = credentials
         .server_key()
@@ -133,7 +133,9 @@ fn admit(state: &AppState, headers: &HeaderMap) -> Result<Arc<App>, AdminError> 
         )
     };
     let token = credentials.bearer.as_deref().ok_or_else(unauthorized)?;
-    let (app, identity) = verify_user_token(&state.apps, token).map_err(|_| unauthorized())?;
+    let (app, identity) = verify_user_token_fetching(&state.apps, token)
+        .await
+        .map_err(|_| unauthorized())?;
     if identity.role() != Some(ADMIN_ROLE) {
         return Err(AdminError::new(
             StatusCode::FORBIDDEN,
@@ -252,7 +254,7 @@ pub fn check_webhooks(urls: &[String]) -> Result<(), AdminError> {
 }
 
 async fn list(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Answer {
-    let app = admit(&state, &headers)?;
+    let app = admit(&state, &headers).await?;
     let defs = store(&state)?.definitions(app.id()).await?;
     Ok(Json(defs.iter().map(view).collect::<Vec<_>>()).into_response())
 }
@@ -262,7 +264,7 @@ async fn create(
     headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> Answer {
-    let app = admit(&state, &headers)?;
+    let app = admit(&state, &headers).await?;
     let store = store(&state)?;
     let req: Create = body(raw)?;
     check_pattern(&req.pattern)?;
@@ -293,7 +295,7 @@ async fn get_one(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Answer {
-    let app = admit(&state, &headers)?;
+    let app = admit(&state, &headers).await?;
     match store(&state)?.definition(app.id(), &id).await? {
         Some(def) => Ok(Json(view(&def)).into_response()),
         None => Err(not_found(&id)),
@@ -306,7 +308,7 @@ async fn update(
     Path(id): Path<String>,
     raw: Result<Bytes, BytesRejection>,
 ) -> Answer {
-    let app = admit(&state, &headers)?;
+    let app = admit(&state, &headers).await?;
     let store = store(&state)?;
     let req: Update = body(raw)?;
     if let Some(p) = &req.pattern {
@@ -336,7 +338,7 @@ async fn remove(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Answer {
-    let app = admit(&state, &headers)?;
+    let app = admit(&state, &headers).await?;
     if !store(&state)?.delete(app.id(), &id).await? {
         return Err(not_found(&id));
     }
@@ -357,7 +359,7 @@ fn settings_view(s: RealtimeSettings) -> Response {
 }
 
 async fn settings(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Answer {
-    let app = admit(&state, &headers)?;
+    let app = admit(&state, &headers).await?;
     Ok(settings_view(store(&state)?.settings(app.id()).await?))
 }
 
@@ -373,7 +375,7 @@ async fn set_settings(
     headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> Answer {
-    let app = admit(&state, &headers)?;
+    let app = admit(&state, &headers).await?;
     let store = store(&state)?;
     let req: SettingsChange = body(raw)?;
     let mut current = store.settings(app.id()).await?;

@@ -2,6 +2,7 @@
 //! channel tokens the server API signs.
 
 use crate::config::AppConfig;
+use crate::jwks::Jwks;
 use herald_history::Retention;
 use herald_protocol::api::Permission;
 use herald_protocol::server::SenderType;
@@ -25,6 +26,8 @@ pub struct App {
     pub config: AppConfig,
     secret: Option<(EncodingKey, DecodingKey)>,
     public: Option<(DecodingKey, Vec<Algorithm>)>,
+    /// The identity provider's keys, where the app names a `jwks_url`.
+    pub jwks: Option<Arc<Jwks>>,
     pub retention: Retention,
 }
 
@@ -44,10 +47,12 @@ impl App {
             size: config.history_size,
             ttl: Duration::from_secs(config.history_ttl_seconds),
         };
+        let jwks = config.jwks_url.clone().map(|url| Arc::new(Jwks::new(url)));
         Ok(App {
             config,
             secret,
             public,
+            jwks,
             retention,
         })
     }
@@ -135,6 +140,11 @@ impl Apps {
             (Some(_), Some(_)) => None,
             (None, _) => self.only(),
         }
+    }
+
+    /// Every app.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<App>> {
+        self.by_id.values()
     }
 
     /// The app of an anonymous key (`anon_…`).
@@ -322,8 +332,9 @@ fn decode_error(e: jsonwebtoken::errors::Error) -> ErrorBody {
     }
 }
 
-/// Verifies a user JWT: signed with its app's key, not expired.
-pub fn verify_user_token(apps: &Apps, token: &str) -> Result<(Arc<App>, Identity), ErrorBody> {
+/// The app a user JWT is for and its header, read without verifying
+/// anything: what decides the key to verify it with.
+fn token_app<'a>(apps: &'a Apps, token: &str) -> Option<(&'a Arc<App>, jsonwebtoken::Header)> {
     #[derive(Deserialize)]
     struct Peek {
         #[serde(default)]
@@ -333,20 +344,44 @@ pub fn verify_user_token(apps: &Apps, token: &str) -> Result<(Arc<App>, Identity
         #[serde(default)]
         aud: Option<Value>,
     }
-    let invalid = || token_error(ErrorCode::InvalidToken);
     if token.len() > MAX_TOKEN_BYTES {
-        return Err(invalid());
+        return None;
     }
-    // The app names the key to verify with; nothing read here is trusted
-    // until that verification passes.
-    let peek = jsonwebtoken::dangerous::insecure_decode::<Peek>(token).map_err(|_| invalid())?;
+    let peek = jsonwebtoken::dangerous::insecure_decode::<Peek>(token).ok()?;
     let peek = peek.claims;
     let app = match &peek.app {
         Some(id) => apps.get(id),
         None => apps.for_token(peek.iss.as_deref(), peek.aud.as_ref()),
+    }?;
+    let header = jsonwebtoken::decode_header(token).ok()?;
+    Some((app, header))
+}
+
+/// As [`verify_user_token`], first fetching the app's JWKS again when the
+/// token names a key it does not list yet (a rotation at the provider).
+pub async fn verify_user_token_fetching(
+    apps: &Apps,
+    token: &str,
+) -> Result<(Arc<App>, Identity), ErrorBody> {
+    let unknown = token_app(apps, token).and_then(|(app, header)| {
+        let jwks = app.jwks.as_ref()?;
+        (header.alg != Algorithm::HS256 && jwks.key(header.kid.as_deref()).is_none())
+            .then(|| Arc::clone(jwks))
+    });
+    if let Some(jwks) = unknown {
+        jwks.refresh_for_unknown().await;
     }
-    .ok_or_else(invalid)?;
-    let header = jsonwebtoken::decode_header(token).map_err(|_| invalid())?;
+    verify_user_token(apps, token)
+}
+
+/// Verifies a user JWT: signed with its app's key, not expired. Keys from
+/// the app's JWKS are the ones already fetched
+/// ([`verify_user_token_fetching`] fetches on an unknown `kid`).
+pub fn verify_user_token(apps: &Apps, token: &str) -> Result<(Arc<App>, Identity), ErrorBody> {
+    let invalid = || token_error(ErrorCode::InvalidToken);
+    // The app names the key to verify with; nothing read here is trusted
+    // until that verification passes.
+    let (app, header) = token_app(apps, token).ok_or_else(invalid)?;
     if has_crit_header(token) {
         return Err(invalid());
     }
@@ -357,15 +392,33 @@ pub fn verify_user_token(apps: &Apps, token: &str) -> Result<(Arc<App>, Identity
             return Err(invalid());
         }
     }
+    let from_jwks;
     let (key, algorithms) = match header.alg {
         Algorithm::HS256 => {
             let (_, key) = app.secret.as_ref().ok_or_else(invalid)?;
             (key, vec![Algorithm::HS256])
         }
-        _ => {
-            let (key, algs) = app.public.as_ref().ok_or_else(invalid)?;
-            (key, algs.clone())
-        }
+        _ => match (&app.jwks, &app.public) {
+            (Some(jwks), public) => match jwks.key(header.kid.as_deref()) {
+                Some(found) => {
+                    from_jwks = found;
+                    (&from_jwks.key, from_jwks.algorithms.clone())
+                }
+                // A token without a `kid` may still be the configured key's.
+                None if header.kid.is_none() && public.is_some() => {
+                    let (key, algs) = public.as_ref().ok_or_else(invalid)?;
+                    (key, algs.clone())
+                }
+                None => {
+                    if let Some(why) = jwks.last_error() {
+                        tracing::warn!(app = app.id(), error = %why, "a user token names a key the app's JWKS could not provide");
+                    }
+                    return Err(invalid());
+                }
+            },
+            (None, Some((key, algs))) => (key, algs.clone()),
+            (None, None) => return Err(invalid()),
+        },
     };
     let data = jsonwebtoken::decode::<UserClaims>(token, key, &for_user(algorithms, &app.config))
         .map_err(decode_error)?;

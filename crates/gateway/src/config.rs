@@ -247,6 +247,12 @@ pub struct AppConfig {
     pub jwt_key_id: Option<String>,
     /// When set, user JWTs must carry this `iss`.
     pub issuer: Option<String>,
+    /// The identity provider's JSON Web Key Set: user JWTs signed with
+    /// its keys (chosen by `kid`) are accepted.
+    pub jwks_url: Option<String>,
+    /// How often the JWKS is fetched again (and at once when a token
+    /// names an unknown `kid`).
+    pub jwks_refresh_seconds: u64,
     /// When set, user JWTs must carry this `aud` (one of theirs); when
     /// unset, `aud` is not looked at.
     pub audience: Option<String>,
@@ -290,6 +296,8 @@ impl Default for AppConfig {
             channels: Vec::new(),
             jwt_key_id: None,
             issuer: None,
+            jwks_url: None,
+            jwks_refresh_seconds: 300,
             audience: None,
             server_only_channels: Vec::new(),
             user_publish_global: true,
@@ -575,6 +583,20 @@ impl Config {
                     ));
                 }
             }
+            if let Some(url) = &app.jwks_url {
+                let ok = url.parse::<axum::http::Uri>().is_ok_and(|u| {
+                    matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some()
+                });
+                if !ok {
+                    return invalid(format!("app `{}`: jwks_url must be an http(s) URL", app.id));
+                }
+                if app.jwks_refresh_seconds == 0 {
+                    return invalid(format!(
+                        "app `{}`: jwks_refresh_seconds must be positive",
+                        app.id
+                    ));
+                }
+            }
             if app.jwt_secret.as_deref().is_some_and(str::is_empty) {
                 return invalid(format!("app `{}`: jwt_secret is empty", app.id));
             }
@@ -587,12 +609,13 @@ impl Config {
             }
             if app.jwt_secret.is_none()
                 && app.jwt_public_key.is_none()
+                && app.jwks_url.is_none()
                 && !app.allow_anonymous
                 && app.api_keys.is_empty()
                 && app.anon_keys.is_empty()
             {
                 return invalid(format!(
-                    "app `{}` accepts no one: give it jwt_secret, jwt_public_key, api_keys, anon_keys or allow_anonymous",
+                    "app `{}` accepts no one: give it jwt_secret, jwt_public_key, jwks_url, api_keys, anon_keys or allow_anonymous",
                     app.id
                 ));
             }

@@ -15,7 +15,7 @@
 //! credential is checked), then authentication. The endpoint finds the
 //! result in the request's extensions as [`Admitted`].
 
-use crate::auth::{verify_user_token, App, Identity};
+use crate::auth::{verify_user_token_fetching, App, Identity};
 use crate::state::AppState;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -96,12 +96,12 @@ impl Credentials {
 
 /// Authenticates a client connection: a user JWT, else an API key, else
 /// anonymous where the app allows it.
-pub fn authenticate_connection(
+pub async fn authenticate_connection(
     state: &AppState,
     credentials: &Credentials,
 ) -> Result<(Arc<App>, Identity), ErrorBody> {
     if let Some(token) = &credentials.bearer {
-        return verify_user_token(&state.apps, token);
+        return verify_user_token_fetching(&state.apps, token).await;
     }
     if let Some(key) = &credentials.api_key {
         return state
@@ -273,7 +273,7 @@ pub async fn admit(
         Ok(credentials) => credentials,
         Err(e) => return refuse_connection(&state, StatusCode::BAD_REQUEST, e),
     };
-    let (app, identity) = match authenticate_connection(&state, &credentials) {
+    let (app, identity) = match authenticate_connection(&state, &credentials).await {
         Ok(found) => found,
         Err(e) => return refuse_connection(&state, StatusCode::UNAUTHORIZED, e),
     };

@@ -28,6 +28,7 @@ pub mod definitions;
 pub mod edge;
 pub mod expressions;
 pub mod fuzz;
+pub mod jwks;
 pub mod listener;
 pub mod metrics;
 pub mod realtime;

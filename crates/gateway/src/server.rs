@@ -133,6 +133,7 @@ impl Server {
         };
         let store = open_store(&config).await?;
         let state = AppState::new(config, node, address, store)?;
+        fetch_jwks(&state).await;
         state
             .definitions
             .refresh()
@@ -167,6 +168,7 @@ impl Server {
     ) -> std::io::Result<()> {
         let state = self.state;
         let upkeep = tokio::spawn(upkeep(Arc::clone(&state)));
+        let jwks = tokio::spawn(refresh_jwks(Arc::clone(&state)));
         let definitions =
             tokio::spawn(Arc::clone(&state.definitions).run(state.shutdown.child_token()));
         let stop = state.shutdown.clone();
@@ -189,6 +191,7 @@ impl Server {
         }
         upkeep.abort();
         definitions.abort();
+        jwks.abort();
         state.node.shutdown().await;
         if let Some(store) = state.definitions.store() {
             store.close().await;
@@ -214,6 +217,51 @@ async fn open_store(config: &Config) -> Result<Option<Store>, String> {
         }
     };
     store.map(Some).map_err(|e| e.to_string())
+}
+
+/// Fetches every app's JWKS once at start. A provider that cannot be
+/// reached does not stop the gateway: it says so, and tokens signed with
+/// that provider's keys are refused until a later fetch succeeds.
+async fn fetch_jwks(state: &AppState) {
+    for app in state.apps.iter() {
+        let Some(jwks) = &app.jwks else {
+            continue;
+        };
+        match jwks.refresh().await {
+            Ok(keys) => tracing::info!(app = app.id(), url = jwks.url(), keys, "JWKS fetched"),
+            Err(e) => tracing::error!(
+                app = app.id(),
+                error = %e,
+                "cannot fetch the app's JWKS: user tokens signed with its keys are refused until it can be fetched (retried every jwks_refresh_seconds, and on each unknown kid)"
+            ),
+        }
+    }
+}
+
+/// Fetches each app's JWKS again on its schedule.
+async fn refresh_jwks(state: Arc<AppState>) {
+    let apps: Vec<_> = state
+        .apps
+        .iter()
+        .filter(|a| a.jwks.is_some())
+        .cloned()
+        .collect();
+    let mut tasks = tokio::task::JoinSet::new();
+    for app in apps {
+        tasks.spawn(async move {
+            let Some(jwks) = app.jwks.clone() else {
+                return;
+            };
+            let every = Duration::from_secs(app.config.jwks_refresh_seconds.max(1));
+            loop {
+                tokio::time::sleep(every).await;
+                if let Err(e) = jwks.refresh().await {
+                    tracing::warn!(app = app.id(), error = %e, "cannot fetch the app's JWKS; keeping the keys already known");
+                }
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
 }
 
 async fn upkeep(state: Arc<AppState>) {

@@ -1,7 +1,7 @@
 //! Replacing a connection's user token before it expires.
 
 use super::{error, Session};
-use crate::auth::verify_user_token;
+use crate::auth::verify_user_token_fetching;
 use herald_protocol::{ErrorBody, ErrorCode};
 
 /// A token refreshed.
@@ -14,8 +14,8 @@ pub struct Refreshed {
 impl Session {
     /// Takes a new user token for the same user of the same app; the
     /// connection's expiry moves to the new token's.
-    pub fn refresh(&mut self, token: &str) -> Result<Refreshed, ErrorBody> {
-        let (app, identity) = verify_user_token(&self.state.apps, token)?;
+    pub async fn refresh(&mut self, token: &str) -> Result<Refreshed, ErrorBody> {
+        let (app, identity) = verify_user_token_fetching(&self.state.apps, token).await?;
         let same_user = app.id() == self.app.id()
             && identity.sub().is_some()
             && identity.sub() == self.identity.sub();

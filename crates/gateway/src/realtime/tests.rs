@@ -270,16 +270,19 @@ async fn a_refresh_is_for_the_same_user_and_moves_the_expiry() {
     let (mut s, _rx) = session(&state, user("carol", soon));
     let before = s.expiry();
     let later = soon + 3600;
-    let refreshed = s.refresh(&token("carol", "a1", later)).unwrap();
+    let refreshed = s.refresh(&token("carol", "a1", later)).await.unwrap();
     assert_eq!(refreshed.expires_at, Some(later));
     assert!(s.expiry() > before + std::time::Duration::from_secs(3000));
-    let e = s.refresh(&token("mallory", "a1", later)).unwrap_err();
+    let e = s.refresh(&token("mallory", "a1", later)).await.unwrap_err();
     assert_eq!(e.code, ErrorCode::Unauthorized);
-    let e = s.refresh(&token("carol", "a1", 1)).unwrap_err();
+    let e = s.refresh(&token("carol", "a1", 1)).await.unwrap_err();
     assert_eq!(e.code, ErrorCode::TokenExpired);
     // A system connection has no user to refresh.
     let (mut system, _rx) = session(&state, Identity::System);
-    let e = system.refresh(&token("carol", "a1", later)).unwrap_err();
+    let e = system
+        .refresh(&token("carol", "a1", later))
+        .await
+        .unwrap_err();
     assert_eq!(e.code, ErrorCode::Unauthorized);
 }
 

@@ -11,7 +11,7 @@
 use super::codec::{self, SOCKETIO};
 use super::packet::{self, Incoming};
 use super::{EioSocket, Inbound};
-use crate::auth::{verify_user_token, App, Identity};
+use crate::auth::{verify_user_token_fetching, App, Identity};
 use crate::edge::{self, client_ip};
 use crate::realtime::{capped, recovery, FloodGate, Gate, Session, Subscribed};
 use crate::state::AppState;
@@ -88,7 +88,7 @@ struct Auth {
 
 /// Authenticates a `CONNECT`: an API key (the app's backend), an
 /// anonymous key (`anon_…`), or a user JWT.
-fn authenticate(
+async fn authenticate(
     state: &AppState,
     auth: Option<&RawValue>,
 ) -> Result<(Arc<App>, Identity), ErrorBody> {
@@ -112,7 +112,7 @@ fn authenticate(
             .by_anon_key(&token)
             .map(|app| (Arc::clone(app), Identity::Anonymous))
             .ok_or_else(|| unauthorized("invalid anonymous key")),
-        Some(token) => verify_user_token(&state.apps, &token),
+        Some(token) => verify_user_token_fetching(&state.apps, &token).await,
         None => Err(unauthorized(
             "authentication required: auth.token (a user JWT or anon_ key) or auth.apiKey",
         )),
@@ -230,7 +230,7 @@ async fn handshake(
             );
             continue;
         }
-        let admitted = authenticate(state, auth).and_then(|(app, identity)| {
+        let admitted = authenticate(state, auth).await.and_then(|(app, identity)| {
             edge::check_origin(&app, &socket.req_parts.headers)?;
             Ok((app, identity))
         });

@@ -134,7 +134,7 @@ async fn handle(
             history(channel.channel, page)
         }
         Request::Refresh { token } => Reply {
-            expires_at: session.refresh(&token)?.expires_at,
+            expires_at: session.refresh(&token).await?.expires_at,
             ..Reply::ok(0)
         },
     };
