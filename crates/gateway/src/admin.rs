@@ -21,9 +21,9 @@ use axum::{Json, Router};
 use herald_store::{pattern, Definition, DefinitionChange, NewDefinition, RealtimeSettings};
 use herald_store::{Store, StoreError};
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Deserializer};
-use serde_json::{json, Value};
+use serde::{Deserialize, Deserializer, Serialize};
 use std::sync::Arc;
+use utoipa::{OpenApi, ToSchema};
 
 /// The role a user JWT needs for the admin API.
 pub const ADMIN_ROLE: &str = "project_admin";
@@ -32,8 +32,27 @@ pub const MAX_WEBHOOKS: usize = 10;
 const MAX_URL: usize = 2048;
 const MAX_DESCRIPTION: usize = 1024;
 
+/// The admin API's OpenAPI document, served at [`OPENAPI_PATH`].
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Herald admin API (InsForge realtime)",
+        description = "Channel definitions and realtime settings of the app whose API key (X-API-Key, or Authorization: Bearer) or project_admin user token the call carries. Errors are {error, message, statusCode}; bodies are strict (unknown fields are refused). See docs/insforge.md."
+    ),
+    paths(list, create, get_one, update, remove, settings, set_settings),
+    components(schemas(Channel, Settings, ErrorReply, Deleted, Create, Update, SettingsChange))
+)]
+pub struct AdminApi;
+
+pub const OPENAPI_PATH: &str = "/api/realtime/openapi.json";
+
+async fn openapi() -> Response {
+    Json(AdminApi::openapi()).into_response()
+}
+
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
+        .route(OPENAPI_PATH, get(openapi))
         .route("/api/realtime/channels", get(list).post(create))
         .route(
             "/api/realtime/channels/{id}",
@@ -67,11 +86,11 @@ impl AdminError {
 
 impl IntoResponse for AdminError {
     fn into_response(self) -> Response {
-        let body = json!({
-            "error": self.code,
-            "message": self.message,
-            "statusCode": self.status.as_u16(),
-        });
+        let body = ErrorReply {
+            error: self.code.to_owned(),
+            message: self.message,
+            status_code: self.status.as_u16(),
+        };
         (self.status, Json(body)).into_response()
     }
 }
@@ -171,17 +190,60 @@ fn body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, A
     serde_json::from_slice(&body).map_err(|e| AdminError::invalid(format!("invalid body: {e}")))
 }
 
+/// A channel definition.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Channel {
+    /// A UUID.
+    pub id: String,
+    /// SQL `LIKE` pattern: `%` is the only wildcard.
+    #[schema(example = "order:%")]
+    pub pattern: String,
+    pub description: Option<String>,
+    pub webhook_urls: Vec<String>,
+    pub enabled: bool,
+    /// ISO 8601.
+    pub created_at: String,
+    /// ISO 8601.
+    pub updated_at: String,
+}
+
+/// The app's realtime settings.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Settings {
+    /// Days messages are kept; `null` keeps them indefinitely.
+    pub retention_days: Option<u32>,
+}
+
+/// An error.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorReply {
+    #[schema(example = "REALTIME_INVALID_CHANNEL_PATTERN")]
+    pub error: String,
+    pub message: String,
+    pub status_code: u16,
+}
+
+/// A deletion's answer.
+#[derive(Serialize, ToSchema)]
+pub struct Deleted {
+    #[schema(example = "Channel deleted")]
+    pub message: String,
+}
+
 /// A definition as the API shows it.
-pub fn view(def: &Definition) -> Value {
-    json!({
-        "id": def.id,
-        "pattern": def.pattern,
-        "description": def.description,
-        "webhookUrls": def.webhook_urls,
-        "enabled": def.enabled,
-        "createdAt": iso(def.created_at_ms.max(0) as u64),
-        "updatedAt": iso(def.updated_at_ms.max(0) as u64),
-    })
+pub fn view(def: &Definition) -> Channel {
+    Channel {
+        id: def.id.clone(),
+        pattern: def.pattern.clone(),
+        description: def.description.clone(),
+        webhook_urls: def.webhook_urls.clone(),
+        enabled: def.enabled,
+        created_at: iso(def.created_at_ms.max(0) as u64),
+        updated_at: iso(def.updated_at_ms.max(0) as u64),
+    }
 }
 
 /// A field that may be sent as `null` to clear it: absent is `None`,
@@ -192,7 +254,8 @@ fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     Option::<T>::deserialize(d).map(Some)
 }
 
-#[derive(Deserialize)]
+/// A new channel definition.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct Create {
     pattern: String,
@@ -201,11 +264,13 @@ struct Create {
     enabled: Option<bool>,
 }
 
-#[derive(Deserialize)]
+/// The fields to change; `description: null` clears it.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct Update {
     pattern: Option<String>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
     description: Option<Option<String>>,
     webhook_urls: Option<Vec<String>>,
     enabled: Option<bool>,
@@ -253,12 +318,20 @@ pub fn check_webhooks(urls: &[String]) -> Result<(), AdminError> {
     Ok(())
 }
 
+#[utoipa::path(get, path = "/api/realtime/channels", tag = "channels",
+    responses((status = 200, description = "The app's definitions, oldest first", body = [Channel]),
+              (status = 401, body = ErrorReply), (status = 403, body = ErrorReply), (status = 503, body = ErrorReply)))]
 async fn list(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Answer {
     let app = admit(&state, &headers).await?;
     let defs = store(&state)?.definitions(app.id()).await?;
     Ok(Json(defs.iter().map(view).collect::<Vec<_>>()).into_response())
 }
 
+#[utoipa::path(post, path = "/api/realtime/channels", tag = "channels", request_body = Create,
+    responses((status = 201, body = Channel),
+              (status = 400, description = "REALTIME_INVALID_CHANNEL_PATTERN or INVALID_INPUT", body = ErrorReply),
+              (status = 409, description = "ALREADY_EXISTS", body = ErrorReply),
+              (status = 401, body = ErrorReply), (status = 503, body = ErrorReply)))]
 async fn create(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -290,6 +363,9 @@ fn not_found(id: &str) -> AdminError {
     )
 }
 
+#[utoipa::path(get, path = "/api/realtime/channels/{id}", tag = "channels",
+    params(("id" = String, Path, description = "The definition's id")),
+    responses((status = 200, body = Channel), (status = 404, body = ErrorReply), (status = 401, body = ErrorReply)))]
 async fn get_one(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -302,6 +378,10 @@ async fn get_one(
     }
 }
 
+#[utoipa::path(put, path = "/api/realtime/channels/{id}", tag = "channels", request_body = Update,
+    params(("id" = String, Path, description = "The definition's id")),
+    responses((status = 200, body = Channel), (status = 400, body = ErrorReply), (status = 404, body = ErrorReply),
+              (status = 409, body = ErrorReply), (status = 401, body = ErrorReply)))]
 async fn update(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -333,6 +413,9 @@ async fn update(
     }
 }
 
+#[utoipa::path(delete, path = "/api/realtime/channels/{id}", tag = "channels",
+    params(("id" = String, Path, description = "The definition's id")),
+    responses((status = 200, body = Deleted), (status = 404, body = ErrorReply), (status = 401, body = ErrorReply)))]
 async fn remove(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -343,7 +426,10 @@ async fn remove(
         return Err(not_found(&id));
     }
     applied(&state).await;
-    Ok(Json(json!({ "message": "Channel deleted" })).into_response())
+    Ok(Json(Deleted {
+        message: "Channel deleted".into(),
+    })
+    .into_response())
 }
 
 /// Applies a change on this gateway at once (the others within
@@ -355,21 +441,30 @@ async fn applied(state: &AppState) {
 }
 
 fn settings_view(s: RealtimeSettings) -> Response {
-    Json(json!({ "retentionDays": s.retention_days })).into_response()
+    Json(Settings {
+        retention_days: s.retention_days,
+    })
+    .into_response()
 }
 
+#[utoipa::path(get, path = "/api/realtime/config", tag = "config",
+    responses((status = 200, body = Settings), (status = 401, body = ErrorReply)))]
 async fn settings(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Answer {
     let app = admit(&state, &headers).await?;
     Ok(settings_view(store(&state)?.settings(app.id()).await?))
 }
 
-#[derive(Deserialize)]
+/// A change of the settings: `retentionDays` null or a positive integer.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct SettingsChange {
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<i64>, minimum = 1)]
     retention_days: Option<Option<i64>>,
 }
 
+#[utoipa::path(patch, path = "/api/realtime/config", tag = "config", request_body = SettingsChange,
+    responses((status = 200, body = Settings), (status = 400, body = ErrorReply), (status = 401, body = ErrorReply)))]
 async fn set_settings(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,

@@ -365,3 +365,64 @@ async fn an_unreachable_database_stops_the_start_with_a_clear_error() {
     );
     assert!(!err.contains("pw@"), "the password is not printed: {err}");
 }
+
+#[tokio::test]
+async fn the_openapi_document_lists_every_route_and_every_listed_route_answers() {
+    let herald = Herald::start().await;
+    let (status, doc) = call(
+        &herald,
+        Method::GET,
+        "/api/realtime/openapi.json",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "{doc}");
+    let paths = doc["paths"].as_object().unwrap();
+    let mut listed: Vec<(String, String)> = paths
+        .iter()
+        .flat_map(|(path, ops)| {
+            ops.as_object()
+                .unwrap()
+                .keys()
+                .map(move |m| (m.clone(), path.clone()))
+        })
+        .collect();
+    listed.sort();
+    let expected = [
+        ("delete", "/api/realtime/channels/{id}"),
+        ("get", "/api/realtime/channels"),
+        ("get", "/api/realtime/channels/{id}"),
+        ("get", "/api/realtime/config"),
+        ("patch", "/api/realtime/config"),
+        ("post", "/api/realtime/channels"),
+        ("put", "/api/realtime/channels/{id}"),
+    ];
+    let expected: Vec<(String, String)> = expected
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    assert_eq!(listed, expected);
+    for schema in [
+        "Channel",
+        "ErrorReply",
+        "Settings",
+        "Create",
+        "Update",
+        "SettingsChange",
+    ] {
+        assert!(doc["components"]["schemas"][schema].is_object(), "{schema}");
+    }
+    // Every documented route is served (never 404 for the route or 405).
+    for (method, path) in &listed {
+        let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+        let path = path.replace("{id}", "00000000-0000-0000-0000-000000000000");
+        let (status, body) = admin(&herald, method.clone(), &path, Some(json!({}))).await;
+        assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+        assert!(
+            status != StatusCode::NOT_FOUND || body["error"] == "NOT_FOUND",
+            "{method} {path}: {body}"
+        );
+    }
+}
