@@ -8,6 +8,11 @@
 //!   server under test handles two events, `subscribe` (joins the room, with
 //!   an ack) and `publish` (`io.to(room).emit("message", payload)`), as
 //!   `loadtest/compare` sets it up.
+//! - `insforge`: Socket.IO as InsForge Realtime speaks it, for Herald's
+//!   own `/socket.io/` (`docs/insforge.md`): the API key in the `CONNECT`
+//!   packet's auth, `realtime:subscribe` (acknowledged) and
+//!   `realtime:publish`; the publisher subscribes to the channels it
+//!   publishes on, as the surface requires, and discards its own copies.
 //! - `pusher`: the Pusher channels protocol; subscribers use
 //!   `pusher:subscribe`, publishes go through the signed HTTP API.
 
@@ -24,6 +29,7 @@ use tokio_tungstenite::tungstenite::Message;
 pub enum Kind {
     Native,
     Socketio,
+    Insforge,
     Pusher,
 }
 
@@ -90,20 +96,27 @@ impl Driver {
                 }
                 Ok(ws)
             }
-            Kind::Socketio => {
+            Kind::Socketio | Kind::Insforge => {
                 let mut ws =
                     open_socket(&format!("{base}/socket.io/?EIO=4&transport=websocket")).await?;
                 let open = next_text(&mut ws, wait).await?;
                 if !open.starts_with('0') {
                     return Err(format!("unexpected Engine.IO open {open}"));
                 }
-                ws.send(Message::Text("40".into()))
+                let connect = match self.kind {
+                    Kind::Insforge => format!(r#"40{{"apiKey":"{}"}}"#, self.key),
+                    _ => "40".to_owned(),
+                };
+                ws.send(Message::Text(connect.into()))
                     .await
                     .map_err(|e| e.to_string())?;
                 loop {
                     let frame = next_text(&mut ws, wait).await?;
                     if frame.starts_with("40") {
                         return Ok(ws);
+                    }
+                    if frame.starts_with("44") {
+                        return Err(format!("refused: {frame}"));
                     }
                 }
             }
@@ -133,6 +146,10 @@ impl Driver {
             Kind::Socketio => (format!(r#"421["subscribe","{channel}"]"#), |f| {
                 f.starts_with("431")
             }),
+            Kind::Insforge => (
+                format!(r#"421["realtime:subscribe",{{"channel":"{channel}"}}]"#),
+                |f| f.starts_with("431") && f.contains("\"ok\":true"),
+            ),
             Kind::Pusher => (
                 format!(r#"{{"event":"pusher:subscribe","data":{{"channel":"{channel}"}}}}"#),
                 |f| f.contains("subscription_succeeded"),
@@ -168,6 +185,9 @@ impl Driver {
             Kind::Socketio => {
                 format!(r#"42["publish",{{"room":"{channel}","payload":{payload}}}]"#)
             }
+            Kind::Insforge => format!(
+                r#"42["realtime:publish",{{"channel":"{channel}","event":"message","payload":{payload}}}]"#
+            ),
             Kind::Pusher => String::new(),
         }
     }
@@ -232,7 +252,7 @@ impl Driver {
 
     /// What a subscriber answers to a server frame (Engine.IO pings).
     pub fn answer(&self, frame: &str) -> Option<&'static str> {
-        (self.kind == Kind::Socketio && frame == "2").then_some("3")
+        (matches!(self.kind, Kind::Socketio | Kind::Insforge) && frame == "2").then_some("3")
     }
 }
 

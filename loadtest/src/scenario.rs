@@ -199,12 +199,31 @@ async fn publish_all(
         tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(load.rate.max(1))));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let result = match driver.kind {
-        Kind::Native | Kind::Socketio => {
-            let (mut sink, replies) = driver.connect(&target.urls[0]).await?.split();
+        Kind::Native | Kind::Socketio | Kind::Insforge => {
+            let mut ws = driver.connect(&target.urls[0]).await?;
+            if driver.kind == Kind::Insforge {
+                // InsForge's surface takes publishes from subscribers only.
+                for channel in 0..channels {
+                    driver
+                        .subscribe(&mut ws, &format!("bench-{channel}"))
+                        .await?;
+                }
+            }
+            let (mut sink, mut replies) = ws.split();
             // Herald acknowledges each publish; Socket.IO publishes are
             // fire-and-forget, so every one sent counts as accepted.
-            let acks = (driver.kind == Kind::Native)
-                .then(|| tokio::spawn(count_replies(replies, publishes, channels, until)));
+            let acks = match driver.kind {
+                Kind::Native => Some(tokio::spawn(count_replies(
+                    replies, publishes, channels, until,
+                ))),
+                Kind::Insforge => {
+                    // Its own copies come back: read and drop them, or the
+                    // server would disconnect it as a slow consumer.
+                    tokio::spawn(async move { while let Some(Ok(_)) = replies.next().await {} });
+                    None
+                }
+                _ => None,
+            };
             let mut sent = vec![0u64; channels];
             for n in 0..publishes {
                 tick.tick().await;
