@@ -1,6 +1,7 @@
 //! Fuzzing the gateway's parsers of hostile input, on stable Rust: the
-//! WebSocket frame parser, the server-API bodies, and user-JWT and
-//! channel-token verification. No fuzzing engine crate runs on stable
+//! WebSocket frame parser, the server-API bodies, user-JWT and
+//! channel-token verification, the Socket.IO packet decoder with the
+//! requests and payloads it reads, and channel-definition patterns. No fuzzing engine crate runs on stable
 //! without a nightly toolchain (cargo-fuzz) or an external binary (AFL), so
 //! this is a mutation fuzzer of its own, without coverage feedback: valid
 //! seeds, mutated by byte flips, insertions of syntax and of edge-case
@@ -71,6 +72,12 @@ const PIECES: &[&str] = &[
     "\"since\"",
     "\"options\"",
     "\"claims\"",
+    "realtime:",
+    "presence:",
+    "42",
+    "/",
+    "%",
+    "_",
     ".",
     "..",
     "eyJ",
@@ -170,7 +177,38 @@ pub struct Report {
 }
 
 /// The fuzz targets.
-pub const TARGETS: &[&str] = &["frames", "api-bodies", "user-tokens", "channel-tokens"];
+pub const TARGETS: &[&str] = &[
+    "frames",
+    "api-bodies",
+    "user-tokens",
+    "channel-tokens",
+    "socketio-packets",
+    "channel-patterns",
+];
+
+fn socketio_seeds() -> Vec<Vec<u8>> {
+    [
+        r#"0{"token":"anon_fuzz","apiKey":"k"}"#,
+        "0/admin,",
+        r#"212["realtime:subscribe",{"channel":"order:1","since":{"epoch":"e","offset":3},"replaySeconds":5}]"#,
+        r#"2/chat,3["realtime:publish",{"channel":"a","event":"e","payload":{"x":[1,{"meta":null}]}}]"#,
+        r#"2["realtime:publish",{"channel":"a","event":"e","payload":"text"}]"#,
+        r#"27["realtime:unsubscribe",{"channel":"a"}]"#,
+        r#"31[{"ok":true}]"#,
+        "1",
+        r#"451-["x",{"_placeholder":true,"num":0}]"#,
+    ]
+    .iter()
+    .map(|s| s.as_bytes().to_vec())
+    .collect()
+}
+
+fn pattern_seeds() -> Vec<Vec<u8>> {
+    ["order:%", "chat:%:messages", "a-b:%c%:d", "orders", "x:%%"]
+        .iter()
+        .map(|s| s.as_bytes().to_vec())
+        .collect()
+}
 
 fn frame_seeds() -> Vec<Vec<u8>> {
     [
@@ -236,6 +274,8 @@ pub fn run(target: &str, inputs: u64, seed: u64) -> Report {
     let seeds = match target {
         "frames" => frame_seeds(),
         "api-bodies" => body_seeds(),
+        "socketio-packets" => socketio_seeds(),
+        "channel-patterns" => pattern_seeds(),
         _ => token_seeds(&apps),
     };
     let app = apps.get("f").expect("the app");
@@ -263,6 +303,18 @@ pub fn run(target: &str, inputs: u64, seed: u64) -> Report {
             }
             "user-tokens" => {
                 let _ = verify_user_token(&apps, &text);
+            }
+            "socketio-packets" => crate::socketio::read_hostile(&text),
+            "channel-patterns" => {
+                use herald_store::pattern;
+                let _ = pattern::validate(&text);
+                let mid = (0..=text.len() / 2)
+                    .rev()
+                    .find(|&i| text.is_char_boundary(i))
+                    .unwrap_or(0);
+                let (p, c) = text.split_at(mid);
+                let _ = pattern::matches(p, c);
+                let _ = pattern::most_specific(c, [(p, ()), (text.as_ref(), ())]);
             }
             _ => {
                 let _ = verify_channel_token(app, &text, "c");

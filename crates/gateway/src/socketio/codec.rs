@@ -68,7 +68,7 @@ pub fn message(key: &ChannelKey, p: &Publication, position: &StreamPosition) -> 
 
 /// `{...payload, meta}` written without parsing the payload: a `meta` the
 /// payload carries comes first and is overridden, as a spread would.
-fn flatten(payload: &str, meta: &str) -> String {
+pub(super) fn flatten(payload: &str, meta: &str) -> String {
     let payload = payload.trim();
     let mut out = String::with_capacity(payload.len() + meta.len() + 16);
     match payload.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {

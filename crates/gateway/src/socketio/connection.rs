@@ -352,7 +352,7 @@ enum Flow {
 }
 
 /// The ack id of a packet too large or too frequent to be read whole.
-fn salvage_ack(text: &str) -> Option<u64> {
+pub(super) fn salvage_ack(text: &str) -> Option<u64> {
     let head = text.get(..text.len().min(32)).unwrap_or_default();
     let rest = head.strip_prefix('2')?;
     let rest = match rest.strip_prefix('/') {
@@ -403,6 +403,11 @@ struct Request {
 
 fn invalid(message: impl Into<String>) -> ErrorBody {
     ErrorBody::new(ErrorCode::RealtimeInvalidChannelRequest, message)
+}
+
+/// Reads one request argument the way the handlers do (for the fuzzer).
+pub(super) fn read_request(arg: &RawValue) {
+    let _ = request(&[arg]);
 }
 
 /// Reads a request's object; the channel it names, when it names one.

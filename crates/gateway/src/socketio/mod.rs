@@ -114,6 +114,19 @@ impl EngineIoHandler for Surface {
     }
 }
 
+/// Everything this surface reads from a client's packet, as the fuzzer
+/// feeds it hostile text: the packet, an ack id salvaged from it, the
+/// request object, and the payload flattened as a delivery would be.
+pub fn read_hostile(text: &str) {
+    let _ = connection::salvage_ack(text);
+    if let Ok(packet::Incoming::Event { args, .. }) = packet::parse(text) {
+        for arg in args {
+            connection::read_request(arg);
+            codec::flatten(arg.get(), r#"{"m":1}"#);
+        }
+    }
+}
+
 /// Engine.IO's service for `/socket.io/`.
 pub fn service(state: &Arc<AppState>) -> EngineIoService<Surface> {
     let config = &state.config;

@@ -51,6 +51,9 @@ pub fn parse(text: &str) -> Result<Incoming<'_>, Malformed> {
     let Some(&kind) = bytes.first() else {
         return Err(malformed("empty packet", None));
     };
+    if !kind.is_ascii_digit() {
+        return Err(malformed("unknown packet type", None));
+    }
     let mut rest = &text[1..];
     // Namespace: present when the packet goes to one other than `/`.
     let namespace = if rest.starts_with('/') {
@@ -221,6 +224,8 @@ mod tests {
         assert_eq!(parse("23[1]").unwrap_err().ack, Some(3));
         assert!(parse("51-[\"x\",{\"_placeholder\":true,\"num\":0}]").is_err());
         assert!(parse("9").is_err());
+        // A first character of several bytes is not sliced through.
+        assert!(parse("é2[]").is_err());
         assert!(parse("0{nope").is_err());
         assert!(parse("21234567890123456[\"x\"]").is_err());
     }
