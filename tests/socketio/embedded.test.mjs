@@ -4,6 +4,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createClient } from "@insforge/sdk";
+import WebSocket from "ws";
 import {
   URL_A, API_KEY, ANON_KEY, LIMITED_API_KEY, connect, next, collect, sleep, until,
   subscribe, publish, publishGlobal, native, userToken, admin,
@@ -117,17 +118,19 @@ test("refused handshakes say why in connect_error's data.code", async () => {
   assert.equal(e.data.code, "INVALID_TOKEN");
 });
 
-test("a JWT's expiry ends the socket", async () => {
-  const socket = await connect(URL_A, { token: userToken("short", { ttl: 2 }) });
-  try {
-    const error = next(socket, "realtime:error", 6000);
-    const gone = next(socket, "disconnect", 6000);
-    assert.equal((await error).code, "TOKEN_EXPIRED");
-    assert.equal(await gone, "io server disconnect");
-  } finally {
-    socket.close();
-  }
-});
+for (const transports of [["websocket"], ["polling"]]) {
+  test(`a JWT's expiry ends the socket (${transports})`, async () => {
+    const socket = await connect(URL_A, { token: userToken("short", { ttl: 2 }) }, { transports });
+    try {
+      const error = next(socket, "realtime:error", 6000);
+      const gone = next(socket, "disconnect", 6000);
+      assert.equal((await error).code, "TOKEN_EXPIRED");
+      assert.equal(await gone, "io server disconnect");
+    } finally {
+      socket.close();
+    }
+  });
+}
 
 test("Socket.IO, native /v1/ws and the server API meet on the app's global channel", async () => {
   const sio = await connect(URL_A, { token: ANON_KEY });
@@ -311,23 +314,25 @@ test("the app's rate limit applies: RATE_LIMIT_EXCEEDED, and a denied re-subscri
   }
 });
 
-test("a flooding socket is told once, then disconnected", async () => {
-  const url = process.env.HERALD_URL_FLOOD;
-  assert.ok(url, "HERALD_URL_FLOOD is not set");
-  const s = await connect(url, { token: ANON_KEY });
-  try {
-    const errors = collect(s, "realtime:error");
-    const gone = next(s, "disconnect");
-    await subscribe(s, "order:flood");
-    // Burst 5 at 5/s: the first few pass, the next is refused and told,
-    // later ones are dropped, and 20 refused in a row end the connection.
-    for (let i = 0; i < 60; i++) s.emit("realtime:publish", { channel: "order:flood", event: "x", payload: { i } });
-    assert.equal(await gone, "transport close");
-    assert.equal(errors.filter((e) => e.code === "RATE_LIMIT_EXCEEDED").length, 1);
-  } finally {
-    s.close();
-  }
-});
+for (const transports of [["websocket"], ["polling"]]) {
+  test(`a flooding socket is told once, then disconnected (${transports})`, async () => {
+    const url = process.env.HERALD_URL_FLOOD;
+    assert.ok(url, "HERALD_URL_FLOOD is not set");
+    const s = await connect(url, { token: ANON_KEY }, { transports });
+    try {
+      const errors = collect(s, "realtime:error");
+      const gone = next(s, "disconnect");
+      await subscribe(s, "order:flood");
+      // Burst 5 at 5/s: the first few pass, the next is refused and told,
+      // later ones are dropped, and 20 refused in a row end the connection.
+      for (let i = 0; i < 60; i++) s.emit("realtime:publish", { channel: "order:flood", event: "x", payload: { i } });
+      assert.equal(await gone, "transport close");
+      assert.equal(errors.filter((e) => e.code === "RATE_LIMIT_EXCEEDED").length, 1);
+    } finally {
+      s.close();
+    }
+  });
+}
 
 // Weakness 6: a disabled channel kept its existing subscribers.
 test("definitions made over the admin API open channels, and disabling or deleting one unsubscribes its sockets", async () => {
@@ -361,4 +366,33 @@ test("definitions made over the admin API open channels, and disabling or deleti
   } finally {
     s.close();
   }
+});
+
+test("Engine.IO heartbeats: a client that answers pings stays, one that does not is dropped", async () => {
+  const url = process.env.HERALD_URL_FLOOD; // pings every second
+  for (const transports of [["websocket"], ["polling"]]) {
+    const s = await connect(url, { token: ANON_KEY }, { transports });
+    try {
+      await sleep(3500);
+      assert.equal(s.connected, true, `${transports}: still connected after pings`);
+      assert.equal((await subscribe(s, "order:alive")).ok, true);
+    } finally {
+      s.close();
+    }
+  }
+  // A raw WebSocket client that connects and then never answers `2`.
+  const ws = new WebSocket(`${url.replace("http", "ws")}/socket.io/?EIO=4&transport=websocket`);
+  const frames = [];
+  ws.on("message", (d) => {
+    const text = d.toString();
+    frames.push(text);
+    if (text.startsWith("0")) ws.send(`40${JSON.stringify({ token: ANON_KEY })}`);
+  });
+  const closed = new Promise((resolve) => ws.on("close", resolve));
+  const started = Date.now();
+  await Promise.race([closed, sleep(15000)]);
+  assert.equal(ws.readyState, WebSocket.CLOSED, "dropped after missing its pongs");
+  assert.ok(frames.some((f) => f.startsWith("40{")), JSON.stringify(frames));
+  assert.ok(frames.filter((f) => f === "2").length >= 2, JSON.stringify(frames));
+  console.log(`silent client dropped after ${Date.now() - started} ms`);
 });

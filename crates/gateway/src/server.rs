@@ -29,12 +29,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     );
     // Socket.IO authenticates in its `CONNECT` packet; the session's
     // first request is admitted like every other surface's.
-    let socketio = Router::new()
-        .route_service("/socket.io/", socketio::service(&state))
-        .route_layer(middleware::from_fn_with_state(
-            Arc::clone(&state),
-            socketio::admit,
-        ));
+    let socketio = socketio::routes(&state);
     Router::new()
         .merge(upgrades)
         .merge(socketio)

@@ -55,9 +55,10 @@ async fn node_test(file: &str, env: &[(&str, String)]) {
 #[tokio::test(flavor = "multi_thread")]
 async fn stock_clients_against_an_embedded_gateway() {
     let herald = Herald::start().await;
-    // A gateway with a low frame rate per connection, for the flood test.
+    // A gateway with a low frame rate per connection, for the flood test,
+    // and a ping every second, for the liveness tests.
     let strict = Herald::start_with(
-        "connection_frames_per_second = 5\nconnection_frames_burst = 5\nflood_disconnect_after = 20",
+        "connection_frames_per_second = 5\nconnection_frames_burst = 5\nflood_disconnect_after = 20\nping_interval_ms = 1000",
     )
     .await;
     node_test(

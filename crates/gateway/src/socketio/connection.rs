@@ -16,6 +16,7 @@ use crate::edge::{self, client_ip};
 use crate::realtime::{capped, recovery, FloodGate, Gate, Session, Subscribed};
 use crate::state::AppState;
 use axum::extract::ConnectInfo;
+use axum::http::HeaderMap;
 use engineioxide::Str;
 use herald_broker_node::outbound::Kick;
 use herald_broker_node::{ConnId, EncodedFrame, Outbound, Receiver, Recovery};
@@ -33,9 +34,9 @@ use tokio::time::{sleep, sleep_until, timeout, Instant};
 use tracing::Instrument;
 
 /// How long a new Engine.IO session has to send its `CONNECT`.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Refused `CONNECT`s before the Engine.IO session is closed.
-const MAX_CONNECT_ATTEMPTS: usize = 3;
+pub(super) const MAX_CONNECT_ATTEMPTS: usize = 3;
 /// How often the writer retries when Engine.IO's own buffer is full (a
 /// polling client between two polls).
 const RETRY_FULL: Duration = Duration::from_millis(5);
@@ -129,13 +130,67 @@ fn connect_message(e: &ErrorBody) -> String {
     }
 }
 
-fn emit_now(socket: &EioSocket, text: String) {
-    let _ = socket.emit(text);
+/// What a packet received before the session is connected leads to.
+pub(super) enum Step {
+    /// Not a `CONNECT` to `/`: ignored.
+    Ignore,
+    /// A refusal to send (`CONNECT_ERROR`); `counts` when it was a refused
+    /// `CONNECT` to `/` (three end the session).
+    Refuse {
+        packet: String,
+        counts: bool,
+    },
+    Admit(Arc<App>, Identity),
+}
+
+/// Reads one packet of a session not yet connected: a `CONNECT` to `/` is
+/// authenticated (and its origin checked); refusals are `CONNECT_ERROR`s
+/// with `data.code`.
+pub(super) async fn connect_step(state: &AppState, text: &str, headers: &HeaderMap) -> Step {
+    let Ok(Incoming::Connect { namespace, auth }) = packet::parse(text) else {
+        return Step::Ignore;
+    };
+    if namespace != "/" {
+        return Step::Refuse {
+            packet: packet::connect_error(namespace, "Invalid namespace", "INVALID_NAMESPACE"),
+            counts: false,
+        };
+    }
+    let admitted = authenticate(state, auth).await.and_then(|(app, identity)| {
+        edge::check_origin(&app, headers)?;
+        Ok((app, identity))
+    });
+    match admitted {
+        Ok((app, identity)) => Step::Admit(app, identity),
+        Err(e) => {
+            state
+                .metrics
+                .connections_refused
+                .with_label_values(&[e.code.as_str()])
+                .inc();
+            Step::Refuse {
+                packet: packet::connect_error("/", &connect_message(&e), e.code.as_str()),
+                counts: true,
+            }
+        }
+    }
+}
+
+/// Where a connected session's packets come from.
+pub(super) trait Source {
+    /// The next packet (a Socket.IO packet, without Engine.IO's framing);
+    /// `None` when the transport ended.
+    fn next(&mut self) -> impl std::future::Future<Output = Option<Inbound>> + Send;
+}
+
+impl Source for mpsc::Receiver<Inbound> {
+    async fn next(&mut self) -> Option<Inbound> {
+        self.recv().await
+    }
 }
 
 /// The client's address, as admission reads it.
-fn peer_ip(state: &AppState, socket: &EioSocket) -> IpAddr {
-    let parts = &socket.req_parts;
+pub(super) fn peer_ip(state: &AppState, parts: &axum::http::request::Parts) -> IpAddr {
     let peer = parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
@@ -143,13 +198,34 @@ fn peer_ip(state: &AppState, socket: &EioSocket) -> IpAddr {
     client_ip(state, peer, &parts.headers)
 }
 
-/// Runs one Engine.IO session from its handshake to its end.
+/// Runs one session of Engine.IO (engineioxide's) from its handshake to
+/// its end.
 pub async fn run(state: Arc<AppState>, socket: Arc<EioSocket>, mut inbox: mpsc::Receiver<Inbound>) {
-    let Some((app, identity)) = handshake(&state, &socket, &mut inbox).await else {
+    let admitted = Box::pin(handshake(&state, &socket, &mut inbox)).await;
+    let Some((app, identity)) = admitted else {
         socket.close(engineioxide::DisconnectReason::TransportClose);
         return;
     };
-    let ip = peer_ip(&state, &socket);
+    let ip = peer_ip(&state, &socket.req_parts);
+    let write_timeout = Duration::from_millis(state.config.write_timeout_ms);
+    let writer_socket = Arc::clone(&socket);
+    let spawn_writer =
+        move |rx, kick| tokio::spawn(write_loop(writer_socket, rx, kick, write_timeout));
+    serve(state, app, identity, ip, |_| inbox, spawn_writer).await;
+    socket.close(engineioxide::DisconnectReason::TransportClose);
+}
+
+/// A connected session, whatever its transport: the connection's queue,
+/// its writer (made by `spawn_writer`), and its requests read from
+/// `source` in order.
+pub(super) async fn serve<S: Source>(
+    state: Arc<AppState>,
+    app: Arc<App>,
+    identity: Identity,
+    ip: IpAddr,
+    make_source: impl FnOnce(Arc<Kick>) -> S,
+    spawn_writer: impl FnOnce(Receiver, Arc<Kick>) -> tokio::task::JoinHandle<()>,
+) {
     let sid = format!("{:016x}", rand::random::<u64>());
     let conn = ConnId::new(state.next_conn(), sid);
     let span = tracing::info_span!("socketio", connection_id = %conn, app = app.id());
@@ -161,13 +237,8 @@ pub async fn run(state: Arc<AppState>, socket: Arc<EioSocket>, mut inbox: mpsc::
             &SOCKETIO,
         );
         outbound.offer(frame(packet::connected(conn.as_str())));
-        let write_timeout = Duration::from_millis(state.config.write_timeout_ms);
-        let mut writer = tokio::spawn(write_loop(
-            Arc::clone(&socket),
-            rx,
-            Arc::clone(&kick),
-            write_timeout,
-        ));
+        let mut writer = spawn_writer(rx, Arc::clone(&kick));
+        let mut source = make_source(Arc::clone(&kick));
         let mut session = Session::new(
             Arc::clone(&state),
             app,
@@ -181,7 +252,7 @@ pub async fn run(state: Arc<AppState>, socket: Arc<EioSocket>, mut inbox: mpsc::
         read_loop(
             &state,
             &mut session,
-            &mut inbox,
+            &mut source,
             &kick,
             &mut writer,
             &mut writer_done,
@@ -194,7 +265,6 @@ pub async fn run(state: Arc<AppState>, socket: Arc<EioSocket>, mut inbox: mpsc::
         if !writer_done && timeout(Duration::from_secs(4), &mut writer).await.is_err() {
             writer.abort();
         }
-        socket.close(engineioxide::DisconnectReason::TransportClose);
         state.connection_closed(reason);
         tracing::debug!(reason, "disconnected");
     }
@@ -202,8 +272,8 @@ pub async fn run(state: Arc<AppState>, socket: Arc<EioSocket>, mut inbox: mpsc::
     .await
 }
 
-/// Waits for the client's `CONNECT` to `/` and authenticates it; refusals
-/// are `CONNECT_ERROR`s with `data.code`. `None` ends the session.
+/// Waits for the client's `CONNECT` to `/` and authenticates it. `None`
+/// ends the session.
 async fn handshake(
     state: &AppState,
     socket: &EioSocket,
@@ -220,33 +290,13 @@ async fn handshake(
         let Inbound::Text(text) = inbound else {
             continue;
         };
-        let Ok(Incoming::Connect { namespace, auth }) = packet::parse(&text) else {
-            continue;
-        };
-        if namespace != "/" {
-            emit_now(
-                socket,
-                packet::connect_error(namespace, "Invalid namespace", "INVALID_NAMESPACE"),
-            );
-            continue;
-        }
-        let admitted = authenticate(state, auth).await.and_then(|(app, identity)| {
-            edge::check_origin(&app, &socket.req_parts.headers)?;
-            Ok((app, identity))
-        });
-        match admitted {
-            Ok(found) => return Some(found),
-            Err(e) => {
-                state
-                    .metrics
-                    .connections_refused
-                    .with_label_values(&[e.code.as_str()])
-                    .inc();
-                emit_now(
-                    socket,
-                    packet::connect_error("/", &connect_message(&e), e.code.as_str()),
-                );
-                attempts += 1;
+        match connect_step(state, &text, &socket.req_parts.headers).await {
+            Step::Ignore => {}
+            Step::Admit(app, identity) => return Some((app, identity)),
+            Step::Refuse { packet, counts } => {
+                // Engine.IO adds the message packet's `4` itself.
+                let _ = socket.emit(packet[1..].to_owned());
+                attempts += usize::from(counts);
                 if attempts >= MAX_CONNECT_ATTEMPTS {
                     // Let the refusal reach a polling client before the
                     // session goes.
@@ -262,10 +312,10 @@ fn frame(text: String) -> EncodedFrame {
     EncodedFrame::from_string(text)
 }
 
-async fn read_loop(
+async fn read_loop<S: Source>(
     state: &AppState,
     session: &mut Session,
-    inbox: &mut mpsc::Receiver<Inbound>,
+    source: &mut S,
     kick: &Kick,
     writer: &mut tokio::task::JoinHandle<()>,
     writer_done: &mut bool,
@@ -277,7 +327,7 @@ async fn read_loop(
         let inbound = tokio::select! {
             _ = kick.kicked() => return,
             Ok(()) = definitions.changed() => {
-                for channel in session.drop_undefined().await {
+                for channel in Box::pin(session.drop_undefined()).await {
                     let e = ErrorBody::new(
                         ErrorCode::RealtimeChannelNotFound,
                         format!("`{channel}` lost its channel definition (disabled or deleted): unsubscribed"),
@@ -307,7 +357,7 @@ async fn read_loop(
                 *writer_done = true;
                 return;
             }
-            inbound = inbox.recv() => inbound,
+            inbound = source.next() => inbound,
         };
         let Some(inbound) = inbound else {
             return;
@@ -661,7 +711,7 @@ async fn write_loop(socket: Arc<EioSocket>, mut rx: Receiver, kick: Arc<Kick>, l
         }
     }
     if reason == DisconnectReason::TokenExpired {
-        let _ = socket.emit(packet::DISCONNECT);
+        let _ = socket.emit(&packet::DISCONNECT[1..]);
     }
     // Give a polling client its last frames before the session goes.
     sleep(Duration::from_millis(100)).await;
@@ -670,9 +720,10 @@ async fn write_loop(socket: Arc<EioSocket>, mut rx: Receiver, kick: Arc<Kick>, l
 /// Hands one frame to Engine.IO, waiting (up to `limit`) while its buffer
 /// is full. `false` when the client could not take it.
 async fn emit(socket: &EioSocket, frame: EncodedFrame, limit: Duration, kick: &Kick) -> bool {
-    // SAFETY: an `EncodedFrame` is only ever made from a `String`, so its
-    // bytes are valid UTF-8.
-    let mut text = unsafe { Str::from_bytes_unchecked(frame.into_bytes()) };
+    // Frames carry Engine.IO's message type (`4`); engineioxide adds its
+    // own. SAFETY: an `EncodedFrame` is only ever made from a `String`, and
+    // its first byte is the ASCII `4`, so the rest is valid UTF-8.
+    let mut text = unsafe { Str::from_bytes_unchecked(frame.into_bytes().slice(1..)) };
     let deadline = Instant::now() + limit;
     loop {
         match socket.emit(text) {

@@ -2,8 +2,9 @@
 //! namespace `/`, WebSocket and HTTP long-polling with upgrade, speaking
 //! InsForge Realtime's events (`docs/insforge.md`).
 //!
-//! Engine.IO (transports, upgrade, heartbeats, sessions) is `engineioxide`,
-//! the transport layer of `socketioxide`. The Socket.IO layer above it is
+//! A session opened directly on a WebSocket runs on Herald's own WebSocket
+//! stack (`direct.rs`); one that starts with long-polling (and may upgrade)
+//! runs on `engineioxide`, the Engine.IO layer of `socketioxide`. The Socket.IO layer above it is
 //! this module's: Herald's fan-out hands every Socket.IO subscriber of a
 //! channel the same encoded bytes and bounds each connection's queue in
 //! bytes, and `socketioxide` offers neither (its `emit` serializes per
@@ -12,6 +13,7 @@
 
 mod codec;
 mod connection;
+mod direct;
 mod packet;
 
 pub use codec::{iso, SocketIo, SOCKETIO};
@@ -147,6 +149,34 @@ pub fn service(state: &Arc<AppState>) -> EngineIoService<Surface> {
         state: Arc::clone(state),
     });
     EngineIoService::with_config(surface, engine)
+}
+
+/// The routes of `/socket.io/`: direct WebSocket sessions here, the rest
+/// (long-polling, upgrades) to engineioxide; every new session admitted
+/// first.
+pub fn routes(state: &Arc<AppState>) -> axum::Router<Arc<AppState>> {
+    use axum::response::IntoResponse;
+    use tower::ServiceExt;
+    let engine = service(state);
+    let entry = move |State(state): State<Arc<AppState>>, request: Request| {
+        let engine = engine.clone();
+        async move {
+            if direct::is_direct(&request) {
+                return direct::upgrade(state, request);
+            }
+            match engine.oneshot(request).await {
+                Ok(response) => response.map(axum::body::Body::new),
+                Err(never) => match never {},
+            }
+            .into_response()
+        }
+    };
+    axum::Router::new()
+        .route("/socket.io/", axum::routing::any(entry))
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(state),
+            admit,
+        ))
 }
 
 /// Admits a new Engine.IO session (a request without `sid`): refused with

@@ -1,6 +1,10 @@
 //! Socket.IO v5 packets in their text form, as they travel inside Engine.IO
 //! `message` packets: `<type>[<namespace>,][<ack id>][<JSON>]`.
 //!
+//! Packets Herald writes carry Engine.IO's message type in front (`4`), as
+//! they travel on a WebSocket; over engineioxide, which adds its own, the
+//! first byte is cut off (without a copy).
+//!
 //! Only what Herald's surface needs is read: `CONNECT` (with its `auth`
 //! object), `DISCONNECT`, `EVENT` (with an ack id when the client passed a
 //! callback) and the client's `ACK`s (which Herald never asks for, and
@@ -119,12 +123,12 @@ pub fn parse(text: &str) -> Result<Incoming<'_>, Malformed> {
 
 /// `CONNECT` accepted: the Socket.IO session id.
 pub fn connected(sid: &str) -> String {
-    format!(r#"0{{"sid":{}}}"#, json_string(sid))
+    format!(r#"40{{"sid":{}}}"#, json_string(sid))
 }
 
 /// `CONNECT_ERROR` to `namespace`, with a message and `data.code`.
 pub fn connect_error(namespace: &str, message: &str, code: &str) -> String {
-    let mut out = String::from("4");
+    let mut out = String::from("44");
     if namespace != "/" {
         out.push_str(namespace);
         out.push(',');
@@ -140,13 +144,13 @@ pub fn connect_error(namespace: &str, message: &str, code: &str) -> String {
 
 /// `DISCONNECT` of the namespace `/`, sent by the server: the client does
 /// not reconnect on its own.
-pub const DISCONNECT: &str = "1";
+pub const DISCONNECT: &str = "41";
 
 /// `EVENT` `name` with one argument, already JSON.
 pub fn event(name: &str, data: &str) -> String {
     let name = json_string(name);
-    let mut out = String::with_capacity(4 + name.len() + data.len());
-    out.push_str("2[");
+    let mut out = String::with_capacity(5 + name.len() + data.len());
+    out.push_str("42[");
     out.push_str(&name);
     out.push(',');
     out.push_str(data);
@@ -156,7 +160,7 @@ pub fn event(name: &str, data: &str) -> String {
 
 /// `ACK` `id` with one argument, already JSON.
 pub fn ack(id: u64, data: &str) -> String {
-    format!("3{id}[{data}]")
+    format!("43{id}[{data}]")
 }
 
 pub fn json_string(s: &str) -> String {
@@ -232,16 +236,16 @@ mod tests {
 
     #[test]
     fn writes_packets_the_client_reads() {
-        assert_eq!(connected("s1"), r#"0{"sid":"s1"}"#);
+        assert_eq!(connected("s1"), r#"40{"sid":"s1"}"#);
         assert_eq!(
             connect_error("/", "bad \"key\"", "UNAUTHORIZED"),
-            r#"4{"message":"bad \"key\"","data":{"code":"UNAUTHORIZED"}}"#
+            r#"44{"message":"bad \"key\"","data":{"code":"UNAUTHORIZED"}}"#
         );
         assert_eq!(
             connect_error("/x", "m", "C"),
-            r#"4/x,{"message":"m","data":{"code":"C"}}"#
+            r#"44/x,{"message":"m","data":{"code":"C"}}"#
         );
-        assert_eq!(event("a\"b", "{}"), r#"2["a\"b",{}]"#);
-        assert_eq!(ack(4, r#"{"ok":true}"#), r#"34[{"ok":true}]"#);
+        assert_eq!(event("a\"b", "{}"), r#"42["a\"b",{}]"#);
+        assert_eq!(ack(4, r#"{"ok":true}"#), r#"434[{"ok":true}]"#);
     }
 }

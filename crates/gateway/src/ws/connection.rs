@@ -300,7 +300,10 @@ async fn write_loop(
 /// `fut`'s output, or `None` if it does not complete within `limit`. A
 /// future that is ready at once (most writes: the socket has room) costs
 /// no timer: the clock is only started once it has to wait.
-async fn within<T>(limit: Duration, fut: impl std::future::Future<Output = T>) -> Option<T> {
+pub(crate) async fn within<T>(
+    limit: Duration,
+    fut: impl std::future::Future<Output = T>,
+) -> Option<T> {
     use std::task::Poll;
     let mut fut = std::pin::pin!(fut);
     let first = std::future::poll_fn(|cx| {
@@ -316,7 +319,7 @@ async fn within<T>(limit: Duration, fut: impl std::future::Future<Output = T>) -
     }
 }
 
-fn text(frame: EncodedFrame) -> Message {
+pub(crate) fn text(frame: EncodedFrame) -> Message {
     // SAFETY: an `EncodedFrame` is only ever made from a `String`, so its
     // bytes are valid UTF-8.
     Message::Text(unsafe { Utf8Bytes::from_bytes_unchecked(frame.into_bytes()) })

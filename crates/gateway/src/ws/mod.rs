@@ -11,6 +11,8 @@
 mod codec;
 mod connection;
 
+pub(crate) use connection::{text, within};
+
 use crate::edge::{refuse_connection, Admitted};
 use crate::listener::Slot;
 use crate::state::AppState;
@@ -25,7 +27,7 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 
-fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
+pub(crate) fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
     let has = |name: header::HeaderName, token: &str| {
         headers.get_all(name).iter().any(|v| {
             v.to_str()
@@ -61,8 +63,30 @@ pub async fn upgrade(
             return refuse_connection(&state, StatusCode::BAD_REQUEST, e);
         }
     };
-    let on_upgrade = hyper::upgrade::on(&mut request);
-    // The connection keeps its place under the caps while it lives.
+    accept(&state, &mut request, &key, move |state, ws| {
+        connection::run(state, app, identity, ip, ws)
+    })
+}
+
+/// A WebSocket of Herald's: a 1 KiB read buffer that grows for the rare
+/// large frame.
+pub(crate) type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+
+/// Accepts the WebSocket upgrade of `request` (whose `Sec-WebSocket-Key`
+/// is `key`) and runs `serve` on the socket as a connection task, which
+/// keeps the connection's place under the caps while it lives; answers
+/// `101`.
+pub(crate) fn accept<F, Fut>(
+    state: &Arc<AppState>,
+    request: &mut Request,
+    key: &axum::http::HeaderValue,
+    serve: F,
+) -> Response
+where
+    F: FnOnce(Arc<AppState>, Socket) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let on_upgrade = hyper::upgrade::on(&mut *request);
     let slot = request.extensions_mut().remove::<Slot>();
     let hard_limit = state.config.max_frame_bytes * 4;
     // tungstenite allocates its read buffer up front: 128 KiB by default,
@@ -75,7 +99,7 @@ pub async fn upgrade(
         .write_buffer_size(16 * 1024)
         .max_message_size(Some(hard_limit))
         .max_frame_size(Some(hard_limit));
-    let task_state = Arc::clone(&state);
+    let task_state = Arc::clone(state);
     state.connections.spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
@@ -85,7 +109,7 @@ pub async fn upgrade(
                     Some(config),
                 )
                 .await;
-                connection::run(task_state, app, identity, ip, ws).await;
+                serve(task_state, ws).await;
                 drop(slot);
             }
             Err(e) => tracing::debug!(error = %e, "upgrade failed"),
