@@ -62,6 +62,8 @@ pub fn upgrade(state: Arc<AppState>, request: Request) -> Response {
 /// The Engine.IO timing a client is told in the open packet.
 struct Timing {
     ping_every: Duration,
+    /// How long to gather frames before a write (`write_delay_ms`).
+    write_delay: Duration,
     /// How long past a ping a client may take to answer.
     ping_timeout: Duration,
     write_timeout: Duration,
@@ -70,6 +72,7 @@ struct Timing {
 fn timing(state: &AppState) -> Timing {
     Timing {
         ping_every: Duration::from_millis(state.config.ping_interval_ms),
+        write_delay: Duration::from_millis(state.config.write_delay_ms),
         ping_timeout: Duration::from_millis(state.config.ping_interval_ms + 5_000),
         write_timeout: Duration::from_millis(state.config.write_timeout_ms),
     }
@@ -208,6 +211,11 @@ async fn write_loop(
             frame = rx.recv() => match frame {
                 Some(frame) => {
                     let batch = async {
+                        // Frames queued during the delay go out with this
+                        // one, in one write (as on `/v1/ws`).
+                        if !t.write_delay.is_zero() {
+                            tokio::time::sleep(t.write_delay).await;
+                        }
                         let mut next = Some(frame);
                         for _ in 0..WRITE_BATCH {
                             let Some(frame) = next.take().or_else(|| rx.try_recv()) else {

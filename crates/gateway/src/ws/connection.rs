@@ -111,7 +111,7 @@ async fn read_loop(
         let frame = tokio::select! {
             _ = kick.kicked() => return,
             Ok(()) = definitions.changed() => {
-                for channel in session.drop_undefined().await {
+                for channel in Box::pin(session.drop_undefined()).await {
                     let e = ErrorBody::new(
                         ErrorCode::RealtimeChannelNotFound,
                         format!("`{channel}` lost its channel definition (disabled or deleted): unsubscribed"),
