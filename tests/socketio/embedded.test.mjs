@@ -290,7 +290,7 @@ test("bad requests get their own code and the socket keeps working", async () =>
   }
 });
 
-test("the app's rate limit applies: RATE_LIMIT_EXCEEDED, and a denied re-subscribe leaves the channel (weakness 5)", async () => {
+test("the app's rate limit applies: RATE_LIMIT_EXCEEDED, and a rate-limited re-subscribe keeps the working subscription", async () => {
   const s = await connect(URL_A, { apiKey: LIMITED_API_KEY });
   try {
     // Burst 3: subscribe, then two publishes use it up.
@@ -302,13 +302,12 @@ test("the app's rate limit applies: RATE_LIMIT_EXCEEDED, and a denied re-subscri
     assert.equal(refused.ok, false);
     assert.equal(refused.error.code, "RATE_LIMIT_EXCEEDED");
     await until(() => seen.length === 2);
-    // The refused re-subscribe ended the subscription: a later publish on
-    // the channel (once the limit allows one) is not delivered to it.
+    // "Not now" is no denial: the subscription the socket had still
+    // delivers (a denied re-subscribe ends it: see the definitions test).
     await sleep(1100);
     const res = await publishGlobal(URL_A, "limited:1", "m", { n: 3 }, LIMITED_API_KEY);
     assert.equal(res.status, 200, JSON.stringify(res.body));
-    await sleep(300);
-    assert.equal(seen.length, 2);
+    await until(() => seen.length === 3);
   } finally {
     s.close();
   }
@@ -369,30 +368,33 @@ test("definitions made over the admin API open channels, and disabling or deleti
 });
 
 test("Engine.IO heartbeats: a client that answers pings stays, one that does not is dropped", async () => {
-  const url = process.env.HERALD_URL_FLOOD; // pings every second
-  for (const transports of [["websocket"], ["polling"]]) {
+  const url = process.env.HERALD_URL_FLOOD; // pings every second; a client silent 6 s is gone
+  const stays = async (transports) => {
     const s = await connect(url, { token: ANON_KEY }, { transports });
     try {
-      await sleep(3500);
-      assert.equal(s.connected, true, `${transports}: still connected after pings`);
+      await sleep(8000);
+      assert.equal(s.connected, true, `${transports}: still connected after 8 pings`);
       assert.equal((await subscribe(s, "order:alive")).ok, true);
     } finally {
       s.close();
     }
-  }
+  };
   // A raw WebSocket client that connects and then never answers `2`.
-  const ws = new WebSocket(`${url.replace("http", "ws")}/socket.io/?EIO=4&transport=websocket`);
-  const frames = [];
-  ws.on("message", (d) => {
-    const text = d.toString();
-    frames.push(text);
-    if (text.startsWith("0")) ws.send(`40${JSON.stringify({ token: ANON_KEY })}`);
-  });
-  const closed = new Promise((resolve) => ws.on("close", resolve));
-  const started = Date.now();
-  await Promise.race([closed, sleep(15000)]);
-  assert.equal(ws.readyState, WebSocket.CLOSED, "dropped after missing its pongs");
-  assert.ok(frames.some((f) => f.startsWith("40{")), JSON.stringify(frames));
-  assert.ok(frames.filter((f) => f === "2").length >= 2, JSON.stringify(frames));
-  console.log(`silent client dropped after ${Date.now() - started} ms`);
+  const silent = async () => {
+    const ws = new WebSocket(`${url.replace("http", "ws")}/socket.io/?EIO=4&transport=websocket`);
+    const frames = [];
+    ws.on("message", (d) => {
+      const text = d.toString();
+      frames.push(text);
+      if (text.startsWith("0")) ws.send(`40${JSON.stringify({ token: ANON_KEY })}`);
+    });
+    const closed = new Promise((resolve) => ws.on("close", resolve));
+    const started = Date.now();
+    await Promise.race([closed, sleep(15000)]);
+    assert.equal(ws.readyState, WebSocket.CLOSED, "dropped after missing its pongs");
+    assert.ok(frames.some((f) => f.startsWith("40{")), JSON.stringify(frames));
+    assert.ok(frames.filter((f) => f === "2").length >= 2, JSON.stringify(frames));
+    console.log(`silent client dropped after ${Date.now() - started} ms`);
+  };
+  await Promise.all([stays(["websocket"]), stays(["polling"]), silent()]);
 });

@@ -25,6 +25,9 @@ pub struct Definitions {
     by_app: RwLock<HashMap<String, Arc<[Definition]>>>,
     /// The store revision last loaded.
     loaded: RwLock<Option<i64>>,
+    /// One reload at a time (the poller and the admin API both reload):
+    /// a slower one must not install an older snapshot over a newer one.
+    reloading: tokio::sync::Mutex<()>,
     changed: watch::Sender<u64>,
 }
 
@@ -34,6 +37,7 @@ impl Definitions {
             store,
             by_app: RwLock::new(HashMap::new()),
             loaded: RwLock::new(None),
+            reloading: tokio::sync::Mutex::new(()),
             changed: watch::channel(0).0,
         }
     }
@@ -49,6 +53,7 @@ impl Definitions {
         let Some(store) = &self.store else {
             return Ok(());
         };
+        let _one = self.reloading.lock().await;
         let revision = store.revision().await?;
         if *self.loaded.read() == Some(revision) {
             return Ok(());

@@ -183,9 +183,20 @@ pub(super) trait Source {
     fn next(&mut self) -> impl std::future::Future<Output = Option<Inbound>> + Send;
 }
 
-impl Source for mpsc::Receiver<Inbound> {
+/// An engineioxide session's packets, as its handler queued them.
+struct EngineSource {
+    inbox: mpsc::Receiver<Inbound>,
+    socket: Arc<EioSocket>,
+    kick: Arc<Kick>,
+}
+
+impl Source for EngineSource {
     async fn next(&mut self) -> Option<Inbound> {
-        self.recv().await
+        let next = self.inbox.recv().await;
+        if next.is_none() && self.socket.data.flooded() {
+            self.kick.kick(DisconnectReason::Flood);
+        }
+        next
     }
 }
 
@@ -211,7 +222,13 @@ pub async fn run(state: Arc<AppState>, socket: Arc<EioSocket>, mut inbox: mpsc::
     let writer_socket = Arc::clone(&socket);
     let spawn_writer =
         move |rx, kick| tokio::spawn(write_loop(writer_socket, rx, kick, write_timeout));
-    serve(state, app, identity, ip, |_| inbox, spawn_writer).await;
+    let source_socket = Arc::clone(&socket);
+    let source = move |kick| EngineSource {
+        inbox,
+        socket: source_socket,
+        kick,
+    };
+    serve(state, app, identity, ip, source, spawn_writer).await;
     socket.close(engineioxide::DisconnectReason::TransportClose);
 }
 
@@ -622,7 +639,14 @@ async fn subscribe(session: &mut Session, ack: Option<u64>, channel: &str, wante
     };
     let target = global(channel);
     if let Err(e) = session.subscribe(&target, wanted, render).await {
-        if session.holds(channel, true) {
+        // Refused (not authorized, no definition): a subscription the
+        // socket held ends too. A rate limit or an internal failure says
+        // "not now", and leaves a working subscription be.
+        let transient = matches!(
+            e.code,
+            ErrorCode::RateLimitExceeded | ErrorCode::InternalError
+        );
+        if !transient && session.holds(channel, true) {
             let _ = session.unsubscribe(&target).await;
         }
         answer_error(session, ack, Some(channel), &e);
@@ -743,6 +767,82 @@ async fn emit(socket: &EioSocket, frame: EncodedFrame, limit: Duration, kick: &K
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A Socket.IO session on an embedded node with a store, without a
+    /// transport: no reader applies definition changes, so what a
+    /// re-subscribe does is seen alone.
+    async fn session_with_store() -> (Session, Receiver, Arc<AppState>, herald_store::Store) {
+        use crate::config::{AppConfig, Config};
+        let app = AppConfig {
+            id: "a1".into(),
+            api_keys: vec!["key-a1".into()],
+            ops_per_second: 0,
+            ..AppConfig::default()
+        };
+        let config = Config {
+            apps: vec![app],
+            ..Config::default()
+        };
+        let store = herald_store::Store::memory().await.unwrap();
+        let node = herald_broker_node::Node::embedded("n1");
+        let state = AppState::new(config, node, "127.0.0.1:0".into(), Some(store.clone())).unwrap();
+        let (outbound, rx, _kick) = Outbound::new(256, &SOCKETIO);
+        let app = Arc::clone(state.apps.get("a1").unwrap());
+        let ip = std::net::Ipv4Addr::LOCALHOST.into();
+        let conn = ConnId::new(1, "s1");
+        let session = Session::new(
+            Arc::clone(&state),
+            app,
+            Identity::System,
+            conn,
+            outbound,
+            "socketio",
+            ip,
+        );
+        (session, rx, state, store)
+    }
+
+    #[tokio::test]
+    async fn a_denied_re_subscribe_ends_the_subscription() {
+        let (mut session, mut rx, state, store) = session_with_store().await;
+        let new = herald_store::NewDefinition {
+            pattern: "room:%".into(),
+            description: None,
+            webhook_urls: vec![],
+            enabled: true,
+        };
+        let def = store.create("a1", new).await.unwrap();
+        state.definitions.refresh().await.unwrap();
+        subscribe(&mut session, Some(1), "room:1", Recovery::None).await;
+        assert!(session.holds("room:1", true));
+        let ack = rx.try_recv().unwrap();
+        assert!(ack.as_str().starts_with("431[") && ack.as_str().contains(r#""ok":true"#));
+
+        // The definition is disabled; this session has not been told (no
+        // reader here), and re-subscribes: refused, and unsubscribed.
+        let off = herald_store::DefinitionChange {
+            enabled: Some(false),
+            ..Default::default()
+        };
+        store.update("a1", &def.id, off).await.unwrap();
+        state.definitions.refresh().await.unwrap();
+        subscribe(&mut session, Some(2), "room:1", Recovery::None).await;
+        let refused = rx.try_recv().unwrap();
+        assert!(
+            refused.as_str().contains("REALTIME_CHANNEL_NOT_FOUND"),
+            "{}",
+            refused.as_str()
+        );
+        assert!(!session.holds("room:1", true));
+        let key = herald_broker_node::ChannelKey::new(
+            "a1",
+            "room:1",
+            &herald_broker_node::Scope::Global,
+            None,
+        )
+        .unwrap();
+        assert!(!state.node.is_subscribed(&key, session.conn()));
+    }
 
     #[test]
     fn reserved_names_are_refused_and_others_pass() {

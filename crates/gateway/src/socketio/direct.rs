@@ -204,18 +204,26 @@ async fn write_loop(
 ) {
     let mut ping = tokio::time::interval_at(Instant::now() + t.ping_every, t.ping_every);
     let stalled = || WsError::Io(std::io::ErrorKind::TimedOut.into());
+    let mut held = None;
     loop {
         let sent = tokio::select! {
             biased;
             _ = kick.kicked() => break,
             frame = rx.recv() => match frame {
                 Some(frame) => {
-                    let batch = async {
-                        // Frames queued during the delay go out with this
-                        // one, in one write (as on `/v1/ws`).
-                        if !t.write_delay.is_zero() {
-                            tokio::time::sleep(t.write_delay).await;
+                    // Frames queued during the delay go out with this
+                    // one, in one write (as on `/v1/ws`); a kick meanwhile
+                    // keeps the frame for the farewell.
+                    if !t.write_delay.is_zero() {
+                        tokio::select! {
+                            _ = tokio::time::sleep(t.write_delay) => {}
+                            _ = kick.kicked() => {
+                                held = Some(frame);
+                                break;
+                            }
                         }
+                    }
+                    let batch = async {
                         let mut next = Some(frame);
                         for _ in 0..WRITE_BATCH {
                             let Some(frame) = next.take().or_else(|| rx.try_recv()) else {
@@ -252,7 +260,7 @@ async fn write_loop(
     if let Some(reason) = kick.reason() {
         let farewell = async {
             if reason != DisconnectReason::SlowConsumer {
-                while let Some(frame) = rx.try_recv() {
+                while let Some(frame) = held.take().or_else(|| rx.try_recv()) {
                     sink.feed(text(frame)).await?;
                 }
             }

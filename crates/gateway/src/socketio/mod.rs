@@ -38,9 +38,14 @@ use tokio::sync::mpsc;
 /// Where clients connect.
 pub const PATH: &str = "/socket.io";
 
-/// Packets a client may have waiting to be handled; beyond them it is
-/// flooding (the frame rate limit usually tells it first).
-const INBOX: usize = 64;
+/// Packets a client may have waiting to be handled, at most: the frame
+/// burst a connection is allowed (`connection_frames_burst`), at least 64,
+/// at most 4,096 (a channel allocates in blocks of 32 as it fills, so an
+/// idle client pays for none of it). Beyond it the client sends faster
+/// than any limit lets it be served: it is disconnected as a flood.
+fn inbox_capacity(state: &AppState) -> usize {
+    (state.config.connection_frames_burst as usize).clamp(64, 4096)
+}
 
 /// Packets Engine.IO buffers for a client (between two polls, say); the
 /// connection's own byte-bounded queue holds the rest.
@@ -58,6 +63,16 @@ pub enum Inbound {
 #[derive(Default)]
 pub struct SocketData {
     inbox: Mutex<Option<mpsc::Sender<Inbound>>>,
+    /// Set when the client overflowed its inbox (the session ends as a
+    /// flood).
+    flooded: std::sync::atomic::AtomicBool,
+}
+
+impl SocketData {
+    /// Whether the client overflowed its inbox.
+    pub fn flooded(&self) -> bool {
+        self.flooded.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 /// The handler Engine.IO calls.
@@ -79,12 +94,11 @@ impl Surface {
         };
         if let Err(mpsc::error::TrySendError::Full(_)) = inbox.try_send(inbound) {
             // Far past the frame rate limit: the client does not wait for
-            // anything it is told.
-            self.state
-                .metrics
-                .disconnects
-                .with_label_values(&["flood"])
-                .inc();
+            // anything it is told. The session counts the disconnect.
+            socket
+                .data
+                .flooded
+                .store(true, std::sync::atomic::Ordering::Relaxed);
             socket.close(DisconnectReason::TransportClose);
         }
     }
@@ -94,7 +108,7 @@ impl EngineIoHandler for Surface {
     type Data = SocketData;
 
     fn on_connect(self: Arc<Self>, socket: Arc<EioSocket>) {
-        let (tx, rx) = mpsc::channel(INBOX);
+        let (tx, rx) = mpsc::channel(inbox_capacity(&self.state));
         *socket.data.inbox.lock() = Some(tx);
         let state = Arc::clone(&self.state);
         self.state
@@ -133,9 +147,9 @@ pub fn read_hostile(text: &str) {
 pub fn service(state: &Arc<AppState>) -> EngineIoService<Surface> {
     let config = &state.config;
     // Packets up to the frame limit are read and refused with an error
-    // the client sees (PAYLOAD_TOO_LARGE); far larger ones end the
-    // session at the transport.
-    let transport_max = (config.max_frame_bytes * 4).max(1_000_000);
+    // the client sees (PAYLOAD_TOO_LARGE); larger than four times that
+    // end the session at the transport, as on `/v1/ws`.
+    let transport_max = config.max_frame_bytes * 4;
     let engine = EngineIoConfig::builder()
         .req_path(PATH)
         .ping_interval(Duration::from_millis(config.ping_interval_ms))
@@ -177,6 +191,69 @@ pub fn routes(state: &Arc<AppState>) -> axum::Router<Arc<AppState>> {
             Arc::clone(state),
             admit,
         ))
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(state),
+            cors,
+        ))
+}
+
+/// Whether some app may be connected to from `origin` (one without an
+/// `allowed_origins` list, or one listing it).
+fn origin_allowed_anywhere(state: &AppState, origin: &str) -> bool {
+    let origin = origin.trim_end_matches('/');
+    state.apps.iter().any(|app| {
+        let allowed = &app.config.allowed_origins;
+        allowed.is_empty() || allowed.iter().any(|a| a.trim_end_matches('/') == origin)
+    })
+}
+
+/// CORS for browser pages on other origins: long-polling is plain HTTP, so
+/// a page may read its answers only when they name its origin. The origin
+/// is echoed where some app may be connected to from it; which app, and
+/// whether that app allows the origin, is decided at `CONNECT`. Preflight
+/// requests are answered here.
+async fn cors(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    use axum::http::{header, HeaderValue, Method, StatusCode};
+    use axum::response::IntoResponse;
+    let origin = request
+        .headers()
+        .get(header::ORIGIN)
+        .filter(|o| o.to_str().is_ok_and(|o| origin_allowed_anywhere(&state, o)))
+        .cloned();
+    let preflight = request.method() == Method::OPTIONS;
+    let asked_headers = request
+        .headers()
+        .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
+        .cloned();
+    let mut response = if preflight {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        next.run(request).await
+    };
+    let headers = response.headers_mut();
+    headers.append(header::VARY, HeaderValue::from_static("origin"));
+    if let Some(origin) = origin {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("true"),
+        );
+        if preflight {
+            headers.insert(
+                header::ACCESS_CONTROL_ALLOW_METHODS,
+                HeaderValue::from_static("GET, POST"),
+            );
+            headers.insert(
+                header::ACCESS_CONTROL_ALLOW_HEADERS,
+                asked_headers.unwrap_or(HeaderValue::from_static("content-type")),
+            );
+            headers.insert(
+                header::ACCESS_CONTROL_MAX_AGE,
+                HeaderValue::from_static("600"),
+            );
+        }
+    }
+    response
 }
 
 /// Admits a new Engine.IO session (a request without `sid`): refused with

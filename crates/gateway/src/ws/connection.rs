@@ -216,6 +216,7 @@ async fn write_loop(
         write_timeout,
     } = timing;
     let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
+    let mut held = None;
     loop {
         let sent = tokio::select! {
             biased;
@@ -228,12 +229,19 @@ async fn write_loop(
                     // timeout: a client that reads, however slowly, is
                     // not cut off; one that stopped reading is.
                     let stalled = || WsError::Io(std::io::ErrorKind::TimedOut.into());
-                    let batch = async {
-                        // Frames queued during the delay go out with this
-                        // one, in one write.
-                        if !write_delay.is_zero() {
-                            tokio::time::sleep(write_delay).await;
+                    // Frames queued during the delay go out with this one,
+                    // in one write; a kick meanwhile keeps the frame for
+                    // the farewell.
+                    if !write_delay.is_zero() {
+                        tokio::select! {
+                            _ = tokio::time::sleep(write_delay) => {}
+                            _ = kick.kicked() => {
+                                held = Some(frame);
+                                break;
+                            }
                         }
+                    }
+                    let batch = async {
                         let mut next = Some(frame);
                         for _ in 0..WRITE_BATCH {
                             let Some(frame) = next.take().or_else(|| rx.try_recv()) else {
@@ -281,7 +289,7 @@ async fn write_loop(
             // events), except for a slow consumer, whose queue is the
             // problem.
             if reason != DisconnectReason::SlowConsumer {
-                while let Some(frame) = rx.try_recv() {
+                while let Some(frame) = held.take().or_else(|| rx.try_recv()) {
                     sink.feed(text(frame)).await?;
                 }
             }
