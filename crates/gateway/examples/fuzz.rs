@@ -2,7 +2,8 @@
 //!
 //! Runs INPUTS (default 1,000,000) mutated inputs through each fuzz target
 //! (or only TARGET): the WebSocket frame parser, the server-API bodies,
-//! user-JWT and channel-token verification. Exits 1 on a panic.
+//! user-JWT and channel-token verification, the Socket.IO packet decoder,
+//! channel-definition patterns. Exits 1 on a panic.
 
 use herald_gateway::fuzz;
 use std::time::Instant;

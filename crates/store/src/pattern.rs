@@ -38,10 +38,19 @@ pub fn validate(pattern: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Longest channel name a pattern is matched against, in bytes (channel
+/// names are at most 128 bytes; this bound keeps the matching's
+/// worst case, proportional to both lengths, small whatever it is given).
+pub const MAX_MATCHED: usize = 1024;
+
 /// Whether `channel` matches `pattern` (`%` matches any run of characters,
 /// `:` included; everything else matches itself, case-sensitively, as
-/// PostgreSQL's `LIKE`).
+/// PostgreSQL's `LIKE`). A pattern longer than [`MAX_PATTERN`] or a channel
+/// longer than [`MAX_MATCHED`] never matches.
 pub fn matches(pattern: &str, channel: &str) -> bool {
+    if pattern.len() > MAX_PATTERN || channel.len() > MAX_MATCHED {
+        return false;
+    }
     let p = pattern.as_bytes();
     let c = channel.as_bytes();
     // Classic wildcard matching with one backtrack point.
@@ -124,6 +133,7 @@ mod tests {
         assert!(matches("order", "order"));
         assert!(!matches("order", "Order"));
         assert!(matches("x:%%", "x:"));
+        assert!(!matches("%", &"x".repeat(MAX_MATCHED + 1)));
     }
 
     #[test]
