@@ -111,6 +111,9 @@ pub struct Herald {
     child: Child,
     pub addr: String,
     _config: tempfile::NamedTempFile,
+    /// What it was started with, for a restart at the same address.
+    config: String,
+    args: Vec<String>,
 }
 
 impl Herald {
@@ -138,6 +141,21 @@ impl Herald {
     }
 
     async fn spawn(config: &str, args: &[&str]) -> Herald {
+        Self::spawn_at(config, args, "127.0.0.1:0").await
+    }
+
+    /// Stops this gateway with SIGTERM, as an orchestrator would, and
+    /// starts it again at the same address with the same configuration
+    /// (a rolling restart's step).
+    pub async fn restart(self) -> Herald {
+        let (config, args, addr) = (self.config.clone(), self.args.clone(), self.addr.clone());
+        let status = self.terminate().await;
+        assert!(status.success(), "exit after SIGTERM: {status:?}");
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Self::spawn_at(&config, &args, &addr).await
+    }
+
+    async fn spawn_at(config: &str, args: &[&str], listen: &str) -> Herald {
         // Tests open many connections and send many frames from one
         // address; the limits tests set these themselves.
         let mut full = String::new();
@@ -153,7 +171,7 @@ impl Herald {
         let mut file = tempfile::NamedTempFile::new().expect("temp config");
         file.write_all(full.as_bytes()).expect("write config");
         let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
-            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(["serve", "--listen", listen])
             .args(args)
             .arg("--config")
             .arg(file.path())
@@ -187,6 +205,8 @@ impl Herald {
             child,
             addr,
             _config: file,
+            config: config.to_owned(),
+            args: args.iter().map(|a| a.to_string()).collect(),
         }
     }
 
