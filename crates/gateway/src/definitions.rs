@@ -114,20 +114,6 @@ impl Definitions {
             .unwrap_or_else(|| Arc::from(Vec::new()))
     }
 
-    /// The enabled store definition that governs `channel`: the most
-    /// specific match (exact, then the longest literal prefix, then the
-    /// longest pattern).
-    pub fn governing(&self, app: &str, channel: &str) -> Option<Definition> {
-        let defs = self.of(app);
-        pattern::most_specific(
-            channel,
-            defs.iter()
-                .filter(|d| d.enabled)
-                .map(|d| (d.pattern.as_str(), d)),
-        )
-        .map(|(_, d)| d.clone())
-    }
-
     /// Whether an enabled definition (in the configuration or the store)
     /// lets `channel` be used.
     pub fn allows(&self, app: &AppConfig, channel: &str) -> bool {
