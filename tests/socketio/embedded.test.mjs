@@ -33,6 +33,14 @@ for (const transports of [["polling", "websocket"], ["websocket"], ["polling"]])
       assert.equal(join.member.presenceId, b.id);
       assert.equal(join.meta.channel, channel);
 
+      // Subscribing again is idempotent: a fresh list, no second join.
+      const joinsAtB = collect(b, "presence:join");
+      const again = await subscribe(a, channel);
+      assert.equal(again.ok, true);
+      assert.equal(again.presence.members.length, 2);
+      await sleep(100);
+      assert.equal(joinsAtB.length, 0, "a repeated subscribe announced a second join");
+
       const gotA = next(a, "created");
       const gotB = next(b, "created");
       const ack = await publish(b, channel, "created", { id: 7, nested: { x: [1, 2] } });

@@ -17,6 +17,18 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+/// The next change seen by `watch` (none ever without one). The wait is
+/// boxed: a connection's reader holds this future while idle, and only
+/// connections that watch should pay for its size.
+pub async fn changed(
+    watch: &mut Option<watch::Receiver<u64>>,
+) -> Result<(), watch::error::RecvError> {
+    match watch {
+        Some(rx) => Box::pin(rx.changed()).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// How often the store's revision is read.
 pub const POLL: Duration = Duration::from_millis(500);
 

@@ -197,7 +197,7 @@ impl Session {
 
     /// Whether channels used on this connection need an enabled
     /// definition.
-    fn definitions_required(&self) -> bool {
+    pub fn definitions_required(&self) -> bool {
         self.app.config.require_channel_definitions
             || (self.surface == "socketio" && self.app.config.socketio_require_channel_definitions)
     }

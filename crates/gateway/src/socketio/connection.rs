@@ -338,12 +338,15 @@ async fn read_loop<S: Source>(
     writer_done: &mut bool,
 ) {
     let mut flood = FloodGate::new(state);
-    let mut definitions = state.definitions.changes();
+    // Only a connection whose channels need definitions watches them.
+    let mut definitions = session
+        .definitions_required()
+        .then(|| state.definitions.changes());
     loop {
         let expiry = session.expiry();
         let inbound = tokio::select! {
             _ = kick.kicked() => return,
-            Ok(()) = definitions.changed() => {
+            Ok(()) = crate::definitions::changed(&mut definitions) => {
                 for channel in Box::pin(session.drop_undefined()).await {
                     let e = ErrorBody::new(
                         ErrorCode::RealtimeChannelNotFound,

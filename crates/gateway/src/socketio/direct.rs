@@ -211,20 +211,16 @@ async fn write_loop(
             _ = kick.kicked() => break,
             frame = rx.recv() => match frame {
                 Some(frame) => {
-                    // Frames queued during the delay go out with this
-                    // one, in one write (as on `/v1/ws`); a kick meanwhile
-                    // keeps the frame for the farewell.
-                    if !t.write_delay.is_zero() {
-                        tokio::select! {
-                            _ = tokio::time::sleep(t.write_delay) => {}
-                            _ = kick.kicked() => {
-                                held = Some(frame);
-                                break;
-                            }
-                        }
-                    }
+                    // The frame waits in `held` until it is written: a kick during the
+                    // delay leaves it there for the farewell.
+                    held = Some(frame);
                     let batch = async {
-                        let mut next = Some(frame);
+                        // Frames queued during the delay go out with this
+                        // one, in one write.
+                        if !t.write_delay.is_zero() {
+                            tokio::time::sleep(t.write_delay).await;
+                        }
+                        let mut next = held.take();
                         for _ in 0..WRITE_BATCH {
                             let Some(frame) = next.take().or_else(|| rx.try_recv()) else {
                                 break;

@@ -105,12 +105,15 @@ async fn read_loop(
 ) {
     let liveness = Duration::from_millis(state.config.ping_interval_ms * 2 + 1000);
     let mut flood = FloodGate::new(state);
-    let mut definitions = state.definitions.changes();
+    // Only a connection whose channels need definitions watches them.
+    let mut definitions = session
+        .definitions_required()
+        .then(|| state.definitions.changes());
     loop {
         let expiry = session.expiry();
         let frame = tokio::select! {
             _ = kick.kicked() => return,
-            Ok(()) = definitions.changed() => {
+            Ok(()) = crate::definitions::changed(&mut definitions) => {
                 for channel in Box::pin(session.drop_undefined()).await {
                     let e = ErrorBody::new(
                         ErrorCode::RealtimeChannelNotFound,
@@ -229,20 +232,16 @@ async fn write_loop(
                     // timeout: a client that reads, however slowly, is
                     // not cut off; one that stopped reading is.
                     let stalled = || WsError::Io(std::io::ErrorKind::TimedOut.into());
-                    // Frames queued during the delay go out with this one,
-                    // in one write; a kick meanwhile keeps the frame for
-                    // the farewell.
-                    if !write_delay.is_zero() {
-                        tokio::select! {
-                            _ = tokio::time::sleep(write_delay) => {}
-                            _ = kick.kicked() => {
-                                held = Some(frame);
-                                break;
-                            }
-                        }
-                    }
+                    // The frame waits in `held` until it is written: a kick during the
+                    // delay leaves it there for the farewell.
+                    held = Some(frame);
                     let batch = async {
-                        let mut next = Some(frame);
+                        // Frames queued during the delay go out with this
+                        // one, in one write.
+                        if !write_delay.is_zero() {
+                            tokio::time::sleep(write_delay).await;
+                        }
+                        let mut next = held.take();
                         for _ in 0..WRITE_BATCH {
                             let Some(frame) = next.take().or_else(|| rx.try_recv()) else {
                                 break;
