@@ -160,6 +160,8 @@ fn serve(file: Option<PathBuf>, overrides: Overrides) -> Result<(), String> {
     runtime.block_on(async move {
         let server = server::Server::bind(config.clone()).await?;
         let addr = server.local_addr().map_err(|e| e.to_string())?;
+        // Before saying so: a stop from now on is a clean one.
+        let stop = server::signal();
         println!(
             "Herald listening on http://{addr} (node {}, {})",
             server.state().node.id(),
@@ -168,10 +170,7 @@ fn serve(file: Option<PathBuf>, overrides: Overrides) -> Result<(), String> {
         if dev {
             print_dev_banner(addr, &config);
         }
-        server
-            .run(server::signal())
-            .await
-            .map_err(|e| e.to_string())
+        server.run(stop).await.map_err(|e| e.to_string())
     })
 }
 

@@ -202,10 +202,17 @@ impl Session {
             || (self.surface == "socketio" && self.app.config.socketio_require_channel_definitions)
     }
 
+    /// A watch of definition changes, for a connection whose channels
+    /// need definitions (`None` otherwise: nothing to watch).
+    pub fn definition_watch(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.definitions_required()
+            .then(|| self.state.definitions.changes())
+    }
+
     /// Leaves every channel that no longer has an enabled definition where
-    /// one is required (a definition was disabled, deleted or changed);
-    /// the names left, for the surface to tell the client.
-    pub async fn drop_undefined(&mut self) -> Vec<String> {
+    /// one is required (a definition was disabled, deleted or changed): the
+    /// channels left with the error to tell the client.
+    pub async fn drop_undefined(&mut self) -> Vec<(String, ErrorBody)> {
         if !self.definitions_required() {
             return Vec::new();
         }
@@ -215,14 +222,21 @@ impl Session {
             .filter(|(name, _)| !self.state.definitions.allows(&self.app.config, name))
             .cloned()
             .collect();
-        let mut names = Vec::with_capacity(gone.len());
+        let mut lost = Vec::with_capacity(gone.len());
         for slot in gone {
             if let Some(key) = self.subscriptions.remove(&slot) {
                 self.leave(&key).await;
             }
-            names.push(slot.0);
+            let e = ErrorBody::new(
+                herald_protocol::ErrorCode::RealtimeChannelNotFound,
+                format!(
+                    "`{}` lost its channel definition (disabled or deleted): unsubscribed",
+                    slot.0
+                ),
+            );
+            lost.push((slot.0, e));
         }
-        names
+        lost
     }
 
     /// Leaves every channel; called once when the connection ends.

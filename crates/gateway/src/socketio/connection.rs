@@ -338,20 +338,13 @@ async fn read_loop<S: Source>(
     writer_done: &mut bool,
 ) {
     let mut flood = FloodGate::new(state);
-    // Only a connection whose channels need definitions watches them.
-    let mut definitions = session
-        .definitions_required()
-        .then(|| state.definitions.changes());
+    let mut definitions = session.definition_watch();
     loop {
         let expiry = session.expiry();
         let inbound = tokio::select! {
             _ = kick.kicked() => return,
             Ok(()) = crate::definitions::changed(&mut definitions) => {
-                for channel in Box::pin(session.drop_undefined()).await {
-                    let e = ErrorBody::new(
-                        ErrorCode::RealtimeChannelNotFound,
-                        format!("`{channel}` lost its channel definition (disabled or deleted): unsubscribed"),
-                    );
+                for (channel, e) in Box::pin(session.drop_undefined()).await {
                     answer_error(session, None, Some(&channel), &e);
                 }
                 continue;

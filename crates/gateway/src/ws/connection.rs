@@ -105,20 +105,13 @@ async fn read_loop(
 ) {
     let liveness = Duration::from_millis(state.config.ping_interval_ms * 2 + 1000);
     let mut flood = FloodGate::new(state);
-    // Only a connection whose channels need definitions watches them.
-    let mut definitions = session
-        .definitions_required()
-        .then(|| state.definitions.changes());
+    let mut definitions = session.definition_watch();
     loop {
         let expiry = session.expiry();
         let frame = tokio::select! {
             _ = kick.kicked() => return,
             Ok(()) = crate::definitions::changed(&mut definitions) => {
-                for channel in Box::pin(session.drop_undefined()).await {
-                    let e = ErrorBody::new(
-                        ErrorCode::RealtimeChannelNotFound,
-                        format!("`{channel}` lost its channel definition (disabled or deleted): unsubscribed"),
-                    );
+                for (channel, e) in Box::pin(session.drop_undefined()).await {
                     Box::pin(codec::answer_error(session, None, Some(channel), e)).await;
                 }
                 continue;
