@@ -98,11 +98,25 @@ impl AppState {
         self.metrics.connections_total.inc();
     }
 
-    /// Counts a client connection that ended, with why.
-    pub fn connection_closed(&self, reason: &str) {
+    /// Ends a client connection whose session is closed, any surface:
+    /// waits up to `farewell` for its writer (unless it already finished:
+    /// a finished JoinHandle must not be polled again), then counts the
+    /// disconnect with the kick's reason (`client` when none).
+    pub async fn connection_ended(
+        &self,
+        kick: &herald_broker_node::outbound::Kick,
+        writer: &mut tokio::task::JoinHandle<()>,
+        writer_done: bool,
+        farewell: std::time::Duration,
+    ) {
+        let reason = kick.reason().map_or("client", |r| r.reason());
+        if !writer_done && tokio::time::timeout(farewell, &mut *writer).await.is_err() {
+            writer.abort();
+        }
         self.metrics.disconnects.with_label_values(&[reason]).inc();
         self.metrics.connections.dec();
         self.node.connections.fetch_sub(1, Ordering::Relaxed);
+        tracing::debug!(reason, "disconnected");
     }
 }
 

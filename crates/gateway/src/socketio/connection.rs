@@ -30,7 +30,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
-use tokio::time::{sleep, sleep_until, timeout, Instant};
+use tokio::time::{sleep, sleep_until, Instant};
 use tracing::Instrument;
 
 /// How long a new Engine.IO session has to send its `CONNECT`.
@@ -277,13 +277,9 @@ pub(super) async fn serve<S: Source>(
         .await;
         Box::pin(session.close()).await;
         drop(session);
-        let reason = kick.reason().map_or("client", |r| r.reason());
-        // A finished JoinHandle must not be polled again.
-        if !writer_done && timeout(Duration::from_secs(4), &mut writer).await.is_err() {
-            writer.abort();
-        }
-        state.connection_closed(reason);
-        tracing::debug!(reason, "disconnected");
+        state
+            .connection_ended(&kick, &mut writer, writer_done, Duration::from_secs(4))
+            .await;
     }
     .instrument(span)
     .await

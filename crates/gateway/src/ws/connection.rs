@@ -80,13 +80,9 @@ pub async fn run(state: Arc<AppState>, app: Arc<App>, identity: Identity, ip: Ip
         Box::pin(session.close()).await;
         drop(session);
 
-        let reason = kick.reason().map_or("client", |r| r.reason());
-        // A finished JoinHandle must not be polled again.
-        if !writer_done && timeout(FAREWELL_TIMEOUT * 2, &mut writer).await.is_err() {
-            writer.abort();
-        }
-        state.connection_closed(reason);
-        tracing::debug!(reason, "disconnected");
+        state
+            .connection_ended(&kick, &mut writer, writer_done, FAREWELL_TIMEOUT * 2)
+            .await;
     }
     .instrument(span)
     .await
