@@ -22,6 +22,10 @@ pub enum BackplaneError {
     /// The store behind the backplane failed; its own error says how.
     #[error("backplane failed: {0}")]
     Store(#[source] StoreError),
+    /// The app's dispatch stream holds as many entries as it may: workers
+    /// are behind (or none runs).
+    #[error("the dispatch backlog of app `{0}` is full")]
+    DispatchFull(String),
 }
 
 /// Counters of a backplane's health, read by the gateway's metrics.
@@ -64,15 +68,30 @@ pub struct Idempotency<'a> {
     pub window: std::time::Duration,
 }
 
+/// A publication that is also appended to its app's dispatch stream (a
+/// channel with a definition): the durable record from which workers log
+/// the message and deliver its webhooks.
+#[derive(Debug, Clone, Copy)]
+pub struct Dispatch<'a> {
+    pub app: &'a str,
+    /// What the worker needs beside the publication (JSON).
+    pub head: &'a str,
+    /// Entries the app's stream may hold; a publish beyond is refused.
+    pub max: usize,
+}
+
 #[async_trait]
 pub trait Backplane: Send + Sync + 'static {
-    /// Numbers, keeps (per `retention`) and delivers a publication.
+    /// Numbers, keeps (per `retention`) and delivers a publication, and
+    /// appends it to the dispatch stream when `dispatch` says so (a
+    /// backplane without one leaves that to its caller).
     async fn publish(
         &self,
         key: &ChannelKey,
         publication: Arc<Publication>,
         retention: Retention,
         idempotency: Option<Idempotency<'_>>,
+        dispatch: Option<Dispatch<'_>>,
         now_ms: u64,
     ) -> Result<Published, BackplaneError>;
 
@@ -129,6 +148,7 @@ impl Backplane for MemoryBackplane {
         publication: Arc<Publication>,
         retention: Retention,
         idempotency: Option<Idempotency<'_>>,
+        _dispatch: Option<Dispatch<'_>>,
         now_ms: u64,
     ) -> Result<Published, BackplaneError> {
         let id = key.id();

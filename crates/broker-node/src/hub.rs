@@ -52,10 +52,43 @@ pub struct FanoutStats {
     pub slow_consumers: AtomicU64,
 }
 
+/// Most messages whose audience a hub holds before they are taken;
+/// beyond it counts are dropped (and counted as dropped).
+pub const AUDIENCE_LIMIT: usize = 100_000;
+
+/// Sockets each logged message reached on this node, until the gateway
+/// takes them to the message log.
+#[derive(Debug, Default)]
+pub struct Audience {
+    counts: parking_lot::Mutex<HashMap<String, u64>>,
+    pub dropped: AtomicU64,
+}
+
+impl Audience {
+    fn add(&self, message_id: &str, sockets: usize) {
+        let mut counts = self.counts.lock();
+        if let Some(n) = counts.get_mut(message_id) {
+            *n += sockets as u64;
+        } else if counts.len() < AUDIENCE_LIMIT {
+            counts.insert(message_id.to_owned(), sockets as u64);
+        } else {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The counts gathered since the last call.
+    pub fn take(&self) -> Vec<(String, u64)> {
+        std::mem::take(&mut *self.counts.lock())
+            .into_iter()
+            .collect()
+    }
+}
+
 pub struct Hub {
     shards: Vec<RwLock<HashMap<String, Channel>>>,
     hasher: RandomState,
     pub stats: FanoutStats,
+    pub audience: Audience,
     /// Presence changes are delivered only to channels with at most this
     /// many local subscribers.
     presence_announce_limit: AtomicUsize,
@@ -80,6 +113,7 @@ impl Hub {
             shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
             hasher: RandomState::new(),
             stats: FanoutStats::default(),
+            audience: Audience::default(),
             presence_announce_limit: AtomicUsize::new(usize::MAX),
         }
     }
@@ -212,9 +246,13 @@ impl Hub {
         publication: &Publication,
         position: &StreamPosition,
     ) -> usize {
-        self.fan_out(key_id, Some(position.offset), |key, codec| {
+        let sockets = self.fan_out(key_id, Some(position.offset), |key, codec| {
             codec.publication(key, publication, position)
-        })
+        });
+        if publication.logged && sockets > 0 {
+            self.audience.add(&publication.message_id, sockets);
+        }
+        sockets
     }
 
     /// Delivers a presence join or leave to the local subscribers of a
@@ -331,6 +369,7 @@ mod tests {
             sender_id: None,
             timestamp_ms: 0,
             trace: None,
+            logged: false,
         }
     }
 

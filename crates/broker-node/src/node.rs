@@ -3,7 +3,7 @@
 
 use crate::background::Background;
 use crate::backplane::{
-    Backplane, BackplaneError, BackplaneStats, Idempotency, MemoryBackplane, Published,
+    Backplane, BackplaneError, BackplaneStats, Dispatch, Idempotency, MemoryBackplane, Published,
 };
 use crate::hub::Hub;
 use crate::key::{ChannelKey, KeyError};
@@ -236,6 +236,12 @@ impl Node {
     }
 
     /// The backplane's health counters.
+    /// Sockets each logged message reached on this node since the last
+    /// call (for the message log's `wsAudienceCount`).
+    pub fn take_audience(&self) -> Vec<(String, u64)> {
+        self.hub.audience.take()
+    }
+
     pub fn backplane_stats(&self) -> &BackplaneStats {
         &self.stats
     }
@@ -411,11 +417,12 @@ impl Node {
         publication: Arc<Publication>,
         retention: Retention,
         idempotency: Option<Idempotency<'_>>,
+        dispatch: Option<Dispatch<'_>>,
         now_ms: u64,
     ) -> Result<Published, NodeError> {
         Ok(self
             .backplane
-            .publish(key, publication, retention, idempotency, now_ms)
+            .publish(key, publication, retention, idempotency, dispatch, now_ms)
             .await?)
     }
 
@@ -533,6 +540,7 @@ mod tests {
             sender_id: None,
             timestamp_ms: 0,
             trace: None,
+            logged: false,
         })
     }
 
@@ -544,7 +552,7 @@ mod tests {
         join(&node, &key, 1, outbound, &member("u"), Recovery::None).await;
         for n in 1..=3 {
             let p = node
-                .publish(&key, publication(n), Retention::NONE, None, 0)
+                .publish(&key, publication(n), Retention::NONE, None, None, 0)
                 .await
                 .unwrap();
             assert_eq!(p.position.unwrap().offset, u64::from(n));
@@ -562,7 +570,7 @@ mod tests {
         let node = Node::embedded("n1");
         let key = ChannelKey::new("a", "ch", &Scope::Global, None).unwrap();
         let p = node
-            .publish(&key, publication(1), Retention::NONE, None, 0)
+            .publish(&key, publication(1), Retention::NONE, None, None, 0)
             .await
             .unwrap();
         assert_eq!(p.position, None);
@@ -571,7 +579,7 @@ mod tests {
             ttl: Duration::from_secs(60),
         };
         let p = node
-            .publish(&key, publication(2), keep, None, 0)
+            .publish(&key, publication(2), keep, None, None, 0)
             .await
             .unwrap();
         assert!(p.position.is_some());
@@ -587,7 +595,7 @@ mod tests {
         join(&node, &key, 2, fast, &member("b"), Recovery::None).await;
         while fast_rx.try_recv().is_some() {}
         for n in 0..10 {
-            node.publish(&key, publication(n), Retention::NONE, None, 0)
+            node.publish(&key, publication(n), Retention::NONE, None, None, 0)
                 .await
                 .unwrap();
         }
@@ -623,7 +631,7 @@ mod tests {
         let mut epoch = String::new();
         for n in 1..=5 {
             let p = node
-                .publish(&key, publication(n), KEEP, None, 0)
+                .publish(&key, publication(n), KEEP, None, None, 0)
                 .await
                 .unwrap();
             epoch = p.position.unwrap().epoch;
@@ -647,7 +655,7 @@ mod tests {
     async fn subscribe_since_an_unknown_epoch_replays_nothing() {
         let node = Node::embedded("n1");
         let key = ChannelKey::new("a", "ch", &Scope::Global, None).unwrap();
-        node.publish(&key, publication(1), KEEP, None, 0)
+        node.publish(&key, publication(1), KEEP, None, None, 0)
             .await
             .unwrap();
         let outcome = recover(

@@ -39,8 +39,30 @@ const MAX_DESCRIPTION: usize = 1024;
         title = "Herald admin API (InsForge realtime)",
         description = "Channel definitions and realtime settings of the app whose API key (X-API-Key, or Authorization: Bearer) or project_admin user token the call carries. Errors are {error, message, statusCode}; bodies are strict (unknown fields are refused). See docs/insforge.md."
     ),
-    paths(list, create, get_one, update, remove, settings, set_settings),
-    components(schemas(Channel, Settings, ErrorReply, Deleted, Create, Update, SettingsChange))
+    paths(
+        list,
+        create,
+        get_one,
+        update,
+        remove,
+        settings,
+        set_settings,
+        messages,
+        delete_messages,
+        message_stats
+    ),
+    components(schemas(
+        Channel,
+        Settings,
+        ErrorReply,
+        Deleted,
+        Create,
+        Update,
+        SettingsChange,
+        LoggedMessage,
+        Cleared,
+        Stats
+    ))
 )]
 pub struct AdminApi;
 
@@ -60,6 +82,12 @@ pub fn routes() -> Router<Arc<AppState>> {
         )
         .route("/api/realtime/config", get(settings).patch(set_settings))
         .route_layer(axum::middleware::from_fn(no_query))
+        // These take query parameters (and refuse unknown ones).
+        .route(
+            "/api/realtime/messages",
+            get(messages).delete(delete_messages),
+        )
+        .route("/api/realtime/messages/stats", get(message_stats))
 }
 
 /// An admin API failure.
@@ -206,6 +234,10 @@ pub struct Channel {
     pub created_at: String,
     /// ISO 8601.
     pub updated_at: String,
+    /// Webhook URLs that answered `410 Gone`: no more messages go to them
+    /// (a Herald addition; absent when none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub disabled_webhook_urls: Vec<String>,
 }
 
 /// The app's realtime settings.
@@ -243,7 +275,19 @@ pub fn view(def: &Definition) -> Channel {
         enabled: def.enabled,
         created_at: iso(def.created_at_ms.max(0) as u64),
         updated_at: iso(def.updated_at_ms.max(0) as u64),
+        disabled_webhook_urls: Vec::new(),
     }
+}
+
+/// A definition with the URLs disabled for it (`(channel id, url)` pairs).
+fn view_with(def: &Definition, disabled: &[(String, String)]) -> Channel {
+    let mut channel = view(def);
+    channel.disabled_webhook_urls = disabled
+        .iter()
+        .filter(|(c, _)| *c == def.id)
+        .map(|(_, u)| u.clone())
+        .collect();
+    channel
 }
 
 /// A field that may be sent as `null` to clear it: absent is `None`,
@@ -296,8 +340,9 @@ fn check_description(d: Option<&str>) -> Result<(), AdminError> {
 }
 
 /// Webhook URLs: at most [`MAX_WEBHOOKS`], each `http` or `https` with a
-/// host.
-pub fn check_webhooks(urls: &[String]) -> Result<(), AdminError> {
+/// host, and not an address in a private or loopback range unless the
+/// configuration allows those.
+pub fn check_webhooks(urls: &[String], allow_private: bool) -> Result<(), AdminError> {
     if urls.len() > MAX_WEBHOOKS {
         return Err(AdminError::invalid(format!(
             "at most {MAX_WEBHOOKS} webhookUrls"
@@ -314,6 +359,8 @@ pub fn check_webhooks(urls: &[String]) -> Result<(), AdminError> {
                 "webhookUrls: `{url}` is not an http(s) URL with a host"
             )));
         }
+        herald_dispatch::webhook::check_url(url, allow_private)
+            .map_err(|e| AdminError::invalid(format!("webhookUrls: {e}")))?;
     }
     Ok(())
 }
@@ -323,8 +370,15 @@ pub fn check_webhooks(urls: &[String]) -> Result<(), AdminError> {
               (status = 401, body = ErrorReply), (status = 403, body = ErrorReply), (status = 503, body = ErrorReply)))]
 async fn list(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Answer {
     let app = admit(&state, &headers).await?;
-    let defs = store(&state)?.definitions(app.id()).await?;
-    Ok(Json(defs.iter().map(view).collect::<Vec<_>>()).into_response())
+    let store = store(&state)?;
+    let defs = store.definitions(app.id()).await?;
+    let disabled = store.disabled_webhooks().await?;
+    Ok(Json(
+        defs.iter()
+            .map(|d| view_with(d, &disabled))
+            .collect::<Vec<_>>(),
+    )
+    .into_response())
 }
 
 #[utoipa::path(post, path = "/api/realtime/channels", tag = "channels", request_body = Create,
@@ -343,7 +397,7 @@ async fn create(
     check_pattern(&req.pattern)?;
     check_description(req.description.as_deref())?;
     let webhook_urls = req.webhook_urls.unwrap_or_default();
-    check_webhooks(&webhook_urls)?;
+    check_webhooks(&webhook_urls, state.config.webhooks.allow_private_targets)?;
     let new = NewDefinition {
         pattern: req.pattern,
         description: req.description,
@@ -372,8 +426,9 @@ async fn get_one(
     Path(id): Path<String>,
 ) -> Answer {
     let app = admit(&state, &headers).await?;
-    match store(&state)?.definition(app.id(), &id).await? {
-        Some(def) => Ok(Json(view(&def)).into_response()),
+    let store = store(&state)?;
+    match store.definition(app.id(), &id).await? {
+        Some(def) => Ok(Json(view_with(&def, &store.disabled_webhooks().await?)).into_response()),
         None => Err(not_found(&id)),
     }
 }
@@ -396,7 +451,7 @@ async fn update(
     }
     check_description(req.description.as_ref().and_then(Option::as_deref))?;
     if let Some(urls) = &req.webhook_urls {
-        check_webhooks(urls)?;
+        check_webhooks(urls, state.config.webhooks.allow_private_targets)?;
     }
     let change = DefinitionChange {
         pattern: req.pattern,
@@ -490,13 +545,191 @@ async fn set_settings(
     Ok(settings_view(saved))
 }
 
+/// Reads a query string strictly: an unknown parameter is refused, named.
+fn query<T: DeserializeOwned>(uri: &Uri) -> Result<T, AdminError> {
+    serde_urlencoded::from_str(uri.query().unwrap_or_default())
+        .map_err(|e| AdminError::invalid(format!("invalid query: {e}")))
+}
+
+/// `GET /api/realtime/messages`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct MessagesQuery {
+    channel_id: Option<String>,
+    event_name: Option<String>,
+    /// 1 to 1000, default 100.
+    limit: Option<String>,
+    offset: Option<String>,
+}
+
+/// A logged message.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LoggedMessage {
+    pub id: String,
+    pub event_name: String,
+    pub channel_id: Option<String>,
+    pub channel_name: String,
+    #[schema(value_type = Object)]
+    pub payload: serde_json::Value,
+    /// `system` (the app's backend) or `user`.
+    pub sender_type: String,
+    pub sender_id: Option<String>,
+    /// Sockets the message was delivered to, on every gateway together.
+    pub ws_audience_count: i64,
+    /// Webhook URLs it was to go to.
+    pub wh_audience_count: i64,
+    /// Of those, how many took it.
+    pub wh_delivered_count: i64,
+    /// ISO 8601.
+    pub created_at: String,
+}
+
+fn number<T: std::str::FromStr>(
+    name: &str,
+    value: Option<&str>,
+    default: T,
+) -> Result<T, AdminError> {
+    match value {
+        None => Ok(default),
+        Some(v) => v.parse().map_err(|_| {
+            AdminError::invalid(format!("{name} must be a non-negative integer, not `{v}`"))
+        }),
+    }
+}
+
+#[utoipa::path(get, path = "/api/realtime/messages", tag = "messages",
+    params(("channelId" = Option<String>, Query), ("eventName" = Option<String>, Query),
+           ("limit" = Option<u32>, Query, description = "1 to 1000, default 100"), ("offset" = Option<u64>, Query)),
+    responses((status = 200, description = "Newest first; X-Total-Count says how many match", body = [LoggedMessage]),
+              (status = 400, body = ErrorReply), (status = 401, body = ErrorReply)))]
+async fn messages(State(state): State<Arc<AppState>>, headers: HeaderMap, uri: Uri) -> Answer {
+    let app = admit(&state, &headers).await?;
+    let q: MessagesQuery = query(&uri)?;
+    let limit: u32 = number("limit", q.limit.as_deref(), 100)?;
+    if !(1..=1000).contains(&limit) {
+        return Err(AdminError::invalid(format!(
+            "limit must be 1 to 1000, not {limit}"
+        )));
+    }
+    let filter = herald_store::messages::MessageFilter {
+        channel_id: q.channel_id,
+        event_name: q.event_name,
+        limit,
+        offset: number("offset", q.offset.as_deref(), 0)?,
+    };
+    let (rows, total) = store(&state)?.messages(app.id(), &filter).await?;
+    let rows: Vec<LoggedMessage> = rows
+        .into_iter()
+        .map(|m| LoggedMessage {
+            created_at: iso(m.created_at_ms.max(0) as u64),
+            id: m.id,
+            event_name: m.event_name,
+            channel_id: m.channel_id,
+            channel_name: m.channel_name,
+            payload: m.payload,
+            sender_type: m.sender_type,
+            sender_id: m.sender_id,
+            ws_audience_count: m.ws_audience_count,
+            wh_audience_count: m.wh_audience_count,
+            wh_delivered_count: m.wh_delivered_count,
+        })
+        .collect();
+    Ok(([("x-total-count", total.to_string())], Json(rows)).into_response())
+}
+
+/// `DELETE /api/realtime/messages`'s answer.
+#[derive(Serialize, ToSchema)]
+pub struct Cleared {
+    pub deleted: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoQuery {}
+
+#[utoipa::path(delete, path = "/api/realtime/messages", tag = "messages",
+    responses((status = 200, body = Cleared), (status = 401, body = ErrorReply)))]
+async fn delete_messages(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Answer {
+    let app = admit(&state, &headers).await?;
+    let _: NoQuery = query(&uri)?;
+    let deleted = store(&state)?.delete_messages(app.id()).await?;
+    Ok(Json(Cleared { deleted }).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct StatsQuery {
+    channel_id: Option<String>,
+    /// ISO 8601, or epoch milliseconds.
+    since: Option<String>,
+}
+
+/// Message statistics.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Stats {
+    pub total_messages: i64,
+    /// Webhook deliveries made over webhook deliveries due; 0 when none.
+    pub wh_delivery_rate: f64,
+    /// The ten most published event names.
+    #[schema(value_type = Vec<Object>)]
+    pub top_events: Vec<herald_store::messages::EventCount>,
+    pub retention_days: Option<u32>,
+}
+
+/// Reads `since`: RFC 3339 (`2026-11-23T10:00:00Z`) or epoch milliseconds.
+fn since_ms(text: &str) -> Result<i64, AdminError> {
+    if let Ok(ms) = text.parse::<i64>() {
+        return Ok(ms);
+    }
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
+        .map_err(|e| {
+            AdminError::invalid(format!(
+                "since must be an ISO 8601 time or epoch milliseconds: {e}"
+            ))
+        })
+}
+
+#[utoipa::path(get, path = "/api/realtime/messages/stats", tag = "messages",
+    params(("channelId" = Option<String>, Query), ("since" = Option<String>, Query, description = "ISO 8601 or epoch ms")),
+    responses((status = 200, body = Stats), (status = 400, body = ErrorReply), (status = 401, body = ErrorReply)))]
+async fn message_stats(State(state): State<Arc<AppState>>, headers: HeaderMap, uri: Uri) -> Answer {
+    let app = admit(&state, &headers).await?;
+    let q: StatsQuery = query(&uri)?;
+    let since = q.since.as_deref().map(since_ms).transpose()?;
+    let store = store(&state)?;
+    let stats = store
+        .message_stats(app.id(), q.channel_id.as_deref(), since)
+        .await?;
+    let retention_days = store.settings(app.id()).await?.retention_days;
+    Ok(Json(Stats {
+        total_messages: stats.total_messages,
+        wh_delivery_rate: stats.wh_delivery_rate,
+        top_events: stats.top_events,
+        retention_days,
+    })
+    .into_response())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn webhook_urls_must_be_http_with_a_host() {
-        let ok = |u: &str| check_webhooks(&[u.to_owned()]).is_ok();
+        let ok = |u: &str| check_webhooks(&[u.to_owned()], true).is_ok();
+        assert!(
+            check_webhooks(&["http://127.0.0.1:9000/x".to_owned()], false)
+                .unwrap_err()
+                .message
+                .contains("private")
+        );
         assert!(ok("https://example.com/hook"));
         assert!(ok("http://127.0.0.1:9000/x?y=1"));
         assert!(!ok("ftp://example.com/"));
@@ -506,7 +739,7 @@ mod tests {
         let many: Vec<String> = (0..=MAX_WEBHOOKS)
             .map(|i| format!("https://h/{i}"))
             .collect();
-        assert!(check_webhooks(&many).is_err());
+        assert!(check_webhooks(&many, true).is_err());
     }
 
     #[test]

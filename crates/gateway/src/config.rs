@@ -131,8 +131,54 @@ pub struct Config {
     pub log_level: String,
     /// `text` or `json`.
     pub log_format: LogFormat,
+    /// Run the dispatch workers here: the message log writer and the
+    /// channel webhook sender (a cluster's gateways, each reading the
+    /// dispatch streams as one consumer group), and the retention job.
+    /// `herald worker` runs them without serving clients.
+    pub worker: bool,
+    /// Entries an app's dispatch stream may hold (in Redis) before
+    /// publishes on channels with definitions are refused
+    /// (`PUBLISH_FAILED`): the bound on what workers may fall behind.
+    pub dispatch_stream_max: usize,
+    /// A dispatch entry read by a worker and not acknowledged for this long
+    /// (the worker died) is taken over by another.
+    pub dispatch_claim_idle_ms: u64,
+    /// How often the retention job looks for messages past their app's
+    /// `retentionDays`.
+    pub retention_interval_seconds: u64,
+    /// Channel webhooks.
+    pub webhooks: WebhookConfig,
     /// The app installations this gateway serves.
     pub apps: Vec<AppConfig>,
+}
+
+/// How channel webhooks are sent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Let webhooks reach private, loopback and link-local addresses
+    /// (refused by default: a definition's URL must not reach inside the
+    /// network Herald runs in).
+    pub allow_private_targets: bool,
+    /// One attempt's time limit.
+    pub timeout_ms: u64,
+    /// Delay before each attempt, from the previous failure, in seconds;
+    /// the first is normally 0. A timeout, refused connection, 5xx or 429
+    /// moves to the next; after the last the delivery is failed.
+    pub retry_seconds: Vec<f64>,
+    /// Attempts in flight at once per worker.
+    pub concurrency: usize,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig {
+            allow_private_targets: false,
+            timeout_ms: 10_000,
+            retry_seconds: vec![0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0],
+            concurrency: 32,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -185,6 +231,11 @@ impl Default for Config {
             max_connections_per_ip: 1_000,
             log_level: "info".into(),
             log_format: LogFormat::Text,
+            worker: true,
+            dispatch_stream_max: 1_000_000,
+            dispatch_claim_idle_ms: 30_000,
+            retention_interval_seconds: 60,
+            webhooks: WebhookConfig::default(),
             apps: Vec::new(),
         }
     }
@@ -253,6 +304,9 @@ pub struct AppConfig {
     /// How often the JWKS is fetched again (and at once when a token
     /// names an unknown `kid`).
     pub jwks_refresh_seconds: u64,
+    /// The `whsec_` secret channel webhooks are signed with (Standard
+    /// Webhooks); unset, they go unsigned.
+    pub webhook_secret: Option<String>,
     /// When set, user JWTs must carry this `aud` (one of theirs); when
     /// unset, `aud` is not looked at.
     pub audience: Option<String>,
@@ -298,6 +352,7 @@ impl Default for AppConfig {
             issuer: None,
             jwks_url: None,
             jwks_refresh_seconds: 300,
+            webhook_secret: None,
             audience: None,
             server_only_channels: Vec::new(),
             user_publish_global: true,
@@ -543,6 +598,32 @@ impl Config {
             return invalid(
                 "metrics_token must not be empty (leave it out to keep /metrics open)".into(),
             );
+        }
+        if self.webhooks.retry_seconds.is_empty()
+            || self
+                .webhooks
+                .retry_seconds
+                .iter()
+                .any(|s| !(0.0..=86_400.0).contains(s))
+        {
+            return invalid(
+                "webhooks.retry_seconds must list at least one delay, each 0 to 86400".into(),
+            );
+        }
+        if self.webhooks.timeout_ms == 0 || self.webhooks.concurrency == 0 {
+            return invalid("webhooks.timeout_ms and webhooks.concurrency must be positive".into());
+        }
+        if self.dispatch_stream_max == 0 || self.retention_interval_seconds == 0 {
+            return invalid(
+                "dispatch_stream_max and retention_interval_seconds must be positive".into(),
+            );
+        }
+        for app in &self.apps {
+            if let Some(secret) = &app.webhook_secret {
+                herald_dispatch::sign::Secret::parse(secret).map_err(|e| {
+                    ConfigError::Invalid(format!("app `{}`: webhook_secret: {e}", app.id))
+                })?;
+            }
         }
         if self.write_delay_ms > 1000 {
             return invalid("write_delay_ms must be at most 1000".into());

@@ -126,6 +126,20 @@ impl Definitions {
             .unwrap_or_else(|| Arc::from(Vec::new()))
     }
 
+    /// The enabled definition in the store that governs `channel` (the
+    /// most specific match): its messages are logged and go to its
+    /// webhooks. Definitions in the configuration only allow channels.
+    pub fn governing(&self, app: &str, channel: &str) -> Option<Definition> {
+        let defs = self.of(app);
+        pattern::most_specific(
+            channel,
+            defs.iter()
+                .filter(|d| d.enabled)
+                .map(|d| (d.pattern.as_str(), d)),
+        )
+        .map(|(_, d)| d.clone())
+    }
+
     /// Whether an enabled definition (in the configuration or the store)
     /// lets `channel` be used.
     pub fn allows(&self, app: &AppConfig, channel: &str) -> bool {

@@ -35,4 +35,5 @@ pub mod realtime;
 pub mod server;
 pub mod socketio;
 pub mod state;
+pub mod workers;
 pub mod ws;

@@ -2,6 +2,8 @@
 //!
 //! - `herald serve`: run a gateway (embedded, single node, when no Redis is
 //!   configured).
+//! - `herald worker`: run only the dispatch workers (message log,
+//!   webhooks, retention) of a cluster.
 //! - `herald token`: mint a user JWT for testing.
 //! - `herald check-config`: load and check a configuration file.
 //! - `herald expr check|eval`: the filter-expression playground.
@@ -44,6 +46,20 @@ enum Command {
         /// Database for channel definitions and realtime settings
         /// (postgres://… for a cluster; default: SQLite, in memory or
         /// under data_dir).
+        #[arg(long)]
+        database: Option<String>,
+    },
+    /// Run only the dispatch workers (message log, channel webhooks,
+    /// retention), without serving clients: for deployments that scale
+    /// delivery apart from connections. Needs Redis and a database.
+    Worker {
+        #[arg(long, env = "HERALD_CONFIG")]
+        config: Option<PathBuf>,
+        /// Address for /healthz, /readyz and /metrics.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        #[arg(long)]
+        redis: Option<String>,
         #[arg(long)]
         database: Option<String>,
     },
@@ -116,6 +132,19 @@ fn main() -> ExitCode {
                 database_url: database,
             },
         ),
+        Command::Worker {
+            config,
+            listen,
+            redis,
+            database,
+        } => worker(
+            config,
+            Overrides {
+                listen,
+                redis_url: redis,
+                database_url: database,
+            },
+        ),
         Command::Token {
             config,
             app,
@@ -171,6 +200,16 @@ fn serve(file: Option<PathBuf>, overrides: Overrides) -> Result<(), String> {
             print_dev_banner(addr, &config);
         }
         server.run(stop).await.map_err(|e| e.to_string())
+    })
+}
+
+fn worker(file: Option<PathBuf>, overrides: Overrides) -> Result<(), String> {
+    let (config, _) = config::load(file.as_deref(), &overrides).map_err(|e| e.to_string())?;
+    init_logging(&config);
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    runtime.block_on(async move {
+        let stop = server::signal();
+        herald_gateway::workers::run_worker(config, stop).await
     })
 }
 

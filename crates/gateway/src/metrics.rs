@@ -38,7 +38,7 @@ fn register<C: Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
 }
 
 impl Metrics {
-    pub fn new(node: Arc<Node>) -> Metrics {
+    pub fn new(node: Arc<Node>, dispatch: Arc<herald_dispatch::Stats>) -> Metrics {
         let registry = Registry::new();
         let m = Metrics {
             connections: register(
@@ -125,6 +125,9 @@ impl Metrics {
             m.errors.with_label_values(&[code.as_str()]);
         }
         let _ = m.registry.register(Box::new(NodeCollector::new(node)));
+        let _ = m
+            .registry
+            .register(Box::new(DispatchCollector::new(dispatch)));
         m
     }
 
@@ -254,4 +257,152 @@ impl Collector for NodeCollector {
         }
         families
     }
+}
+
+/// Reads the dispatch counters (message log, webhooks, retention) at
+/// scrape time.
+pub struct DispatchCollector {
+    stats: Arc<herald_dispatch::Stats>,
+    descs: Vec<Desc>,
+}
+
+type Read = fn(&herald_dispatch::Stats) -> i64;
+
+fn load(a: &AtomicU64) -> i64 {
+    a.load(Ordering::Relaxed) as i64
+}
+
+const DISPATCH_METRICS: [(&str, &str, Kind, Read); 9] = [
+    (
+        "herald_messages_logged_total",
+        "Messages written to the message log (redelivered entries included)",
+        Kind::Counter,
+        |s| load(&s.logged),
+    ),
+    (
+        "herald_dispatch_malformed_total",
+        "Dispatch entries that could not be read, logged and dropped",
+        Kind::Counter,
+        |s| load(&s.malformed),
+    ),
+    (
+        "herald_dispatch_claimed_total",
+        "Dispatch entries taken over from a worker that did not acknowledge them",
+        Kind::Counter,
+        |s| load(&s.claimed),
+    ),
+    (
+        "herald_dispatch_errors_total",
+        "Dispatch stream (Redis) and database operations that failed",
+        Kind::Counter,
+        |s| load(&s.stream_errors) + load(&s.store_errors),
+    ),
+    (
+        "herald_dispatch_stream_depth",
+        "Entries in the dispatch streams not yet acknowledged",
+        Kind::Gauge,
+        |s| s.stream_depth.load(Ordering::Relaxed),
+    ),
+    (
+        "herald_dispatch_lag_seconds",
+        "Age of the oldest unacknowledged dispatch entry",
+        Kind::Gauge,
+        |s| s.stream_lag_ms.load(Ordering::Relaxed) / 1000,
+    ),
+    (
+        "herald_webhook_pending",
+        "Webhook deliveries not yet delivered or failed",
+        Kind::Gauge,
+        |s| s.webhook_pending.load(Ordering::Relaxed),
+    ),
+    (
+        "herald_webhook_lag_seconds",
+        "Age of the oldest pending webhook delivery",
+        Kind::Gauge,
+        |s| s.webhook_lag_ms.load(Ordering::Relaxed) / 1000,
+    ),
+    (
+        "herald_retention_deleted_total",
+        "Messages deleted by the retention job",
+        Kind::Counter,
+        |s| load(&s.retention_deleted),
+    ),
+];
+
+const WEBHOOK_ATTEMPTS: &str = "herald_webhook_attempts_total";
+const WEBHOOK_ATTEMPTS_HELP: &str =
+    "Webhook attempts by outcome: delivered, retry (to be tried again), failed (no attempts left, or a 4xx), gone (410: the URL is disabled for the channel)";
+
+impl DispatchCollector {
+    pub fn new(stats: Arc<herald_dispatch::Stats>) -> Self {
+        let mut descs: Vec<Desc> = DISPATCH_METRICS
+            .iter()
+            .filter_map(|(name, help, _, _)| Opts::new(*name, *help).describe().ok())
+            .collect();
+        descs.extend(
+            Opts::new(WEBHOOK_ATTEMPTS, WEBHOOK_ATTEMPTS_HELP)
+                .variable_label("outcome")
+                .describe()
+                .ok(),
+        );
+        DispatchCollector { stats, descs }
+    }
+}
+
+impl Collector for DispatchCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let mut families = Vec::new();
+        for (name, help, kind, read) in DISPATCH_METRICS.iter() {
+            let value = read(&self.stats);
+            match kind {
+                Kind::Gauge => {
+                    if let Ok(g) = IntGauge::new(*name, *help) {
+                        g.set(value);
+                        families.extend(g.collect());
+                    }
+                }
+                Kind::Counter => {
+                    if let Ok(c) = IntCounter::new(*name, *help) {
+                        c.inc_by(value.max(0) as u64);
+                        families.extend(c.collect());
+                    }
+                }
+            }
+        }
+        if let Ok(v) = IntCounterVec::new(
+            Opts::new(WEBHOOK_ATTEMPTS, WEBHOOK_ATTEMPTS_HELP),
+            &["outcome"],
+        ) {
+            let s = &self.stats;
+            for (outcome, n) in [
+                ("delivered", &s.delivered),
+                ("retry", &s.retried),
+                ("failed", &s.failed),
+                ("gone", &s.gone),
+            ] {
+                v.with_label_values(&[outcome])
+                    .inc_by(n.load(Ordering::Relaxed));
+            }
+            families.extend(v.collect());
+        }
+        families
+    }
+}
+
+/// The registry of a `herald worker`: the dispatch metrics only.
+pub fn worker_registry(stats: Arc<herald_dispatch::Stats>) -> Registry {
+    let registry = Registry::new();
+    let _ = registry.register(Box::new(DispatchCollector::new(stats)));
+    registry
+}
+
+/// Renders a registry in the text format.
+pub fn render(registry: &Registry) -> String {
+    let mut out = Vec::new();
+    let _ = TextEncoder::new().encode(&registry.gather(), &mut out);
+    String::from_utf8(out).unwrap_or_default()
 }

@@ -7,6 +7,7 @@ use crate::edge::{self, Credentials};
 use crate::listener;
 use crate::socketio;
 use crate::state::AppState;
+use crate::workers;
 use crate::ws;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -20,6 +21,7 @@ use herald_store::Store;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 pub fn router(state: Arc<AppState>) -> Router {
     let body_limit = api::body_limit(&state);
@@ -166,6 +168,27 @@ impl Server {
         let jwks = tokio::spawn(refresh_jwks(Arc::clone(&state)));
         let definitions =
             tokio::spawn(Arc::clone(&state.definitions).run(state.shutdown.child_token()));
+        // Background work stops after the connections have drained, so the
+        // last deliveries' audience counts still land.
+        let work_stop = CancellationToken::new();
+        let mut work = tokio::task::JoinSet::new();
+        if let Some(store) = state.definitions.store() {
+            workers::start_dispatch(
+                &state.config,
+                state.node.id(),
+                store,
+                &state.dispatch,
+                &work_stop,
+                &mut work,
+            );
+            work.spawn(workers::report_audience(
+                Arc::clone(&state.node),
+                state.node.id().to_owned(),
+                store.clone(),
+                Arc::clone(&state.dispatch),
+                work_stop.child_token(),
+            ));
+        }
         let stop = state.shutdown.clone();
         tokio::spawn(async move {
             shutdown.await;
@@ -183,6 +206,15 @@ impl Server {
                 left = state.connections.len(),
                 "shutdown grace elapsed with connections still open"
             );
+        }
+        work_stop.cancel();
+        if tokio::time::timeout(Duration::from_secs(5), async {
+            while work.join_next().await.is_some() {}
+        })
+        .await
+        .is_err()
+        {
+            tracing::warn!("background work did not stop within 5 s");
         }
         upkeep.abort();
         definitions.abort();

@@ -33,6 +33,10 @@ pub struct AppState {
     pub address: String,
     /// Channel definitions (configuration and store).
     pub definitions: Arc<Definitions>,
+    /// Counters of the message log, webhooks and retention.
+    pub dispatch: Arc<herald_dispatch::Stats>,
+    /// Embedded with a store: the message log writer of the publish path.
+    pub embedded_log: Option<herald_dispatch::Embedded>,
     next_conn: AtomicU64,
 }
 
@@ -70,8 +74,10 @@ impl AppState {
             burst: config.connections_burst_per_ip.max(1),
         });
         node.limit_presence_announcements(config.presence_announce_limit);
+        let dispatch = Arc::new(herald_dispatch::Stats::default());
+        let config_redis = config.redis_url.clone();
         Ok(Arc::new(AppState {
-            metrics: Metrics::new(Arc::clone(&node)),
+            metrics: Metrics::new(Arc::clone(&node), Arc::clone(&dispatch)),
             config,
             node,
             apps,
@@ -81,6 +87,14 @@ impl AppState {
             shutdown: CancellationToken::new(),
             connections: TaskTracker::new(),
             address,
+            embedded_log: match (&config_redis, &store) {
+                (None, Some(store)) => Some(herald_dispatch::Embedded::start(
+                    store.clone(),
+                    Arc::clone(&dispatch),
+                )),
+                _ => None,
+            },
+            dispatch,
             definitions: Arc::new(Definitions::new(store)),
             next_conn: AtomicU64::new(1),
         }))

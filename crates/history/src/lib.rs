@@ -44,8 +44,16 @@ pub struct Publication {
     /// followed across gateways.
     #[serde(rename = "tp", default, skip_serializing_if = "Option::is_none")]
     pub trace: Option<String>,
+    /// Published on a channel with a definition: it is in the message log,
+    /// and each gateway reports how many sockets it reached.
+    #[serde(rename = "lg", default, skip_serializing_if = "is_false")]
+    pub logged: bool,
     #[serde(rename = "p")]
     pub payload: Arc<RawValue>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// Whether a read after `after` that returned `offsets` (ascending) from a

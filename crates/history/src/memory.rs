@@ -233,6 +233,7 @@ mod tests {
             sender_id: None,
             timestamp_ms: n,
             trace: None,
+            logged: false,
         })
     }
 

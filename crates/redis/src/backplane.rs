@@ -20,7 +20,7 @@ use fred::interfaces::EventInterface;
 use fred::prelude::Value;
 use fred::types::Message;
 use herald_broker_node::backplane::{
-    Backplane, BackplaneError, BackplaneStats, Idempotency, Original, Published,
+    Backplane, BackplaneError, BackplaneStats, Dispatch, Idempotency, Original, Published,
 };
 use herald_broker_node::hub::{Hub, PresenceKind};
 use herald_broker_node::{Background, ChannelKey};
@@ -138,6 +138,7 @@ impl Backplane for RedisBackplane {
         publication: Arc<Publication>,
         retention: Retention,
         idempotency: Option<Idempotency<'_>>,
+        dispatch: Option<Dispatch<'_>>,
         now_ms: u64,
     ) -> Result<Published, BackplaneError> {
         let id = key.id();
@@ -151,17 +152,31 @@ impl Backplane for RedisBackplane {
         let mut keys = vec![keys::meta(id), keys::stream(id)];
         let mut args: Vec<Value> = vec![
             keys::topic(id).into(),
-            body.into(),
+            body.as_str().into(),
             (size as i64).into(),
             (retention.ttl.as_millis().max(1) as i64).into(),
             (now_ms as i64).into(),
             new_epoch().into(),
             self.redis.publish_command().into(),
         ];
-        if let Some(idempotency) = idempotency {
-            keys.push(keys::idempotency(id, idempotency.key));
-            args.push((idempotency.window.as_millis().max(1) as i64).into());
-            args.push(publication.message_id.as_str().into());
+        match idempotency {
+            Some(idempotency) => {
+                keys.push(keys::idempotency(id, idempotency.key));
+                args.push((idempotency.window.as_millis().max(1) as i64).into());
+            }
+            None => args.push("".into()),
+        }
+        args.push(publication.message_id.as_str().into());
+        // On Redis Cluster the app's stream is in another slot: appended
+        // by its own script once the publish is done.
+        let inline = dispatch.filter(|_| !self.redis.cluster);
+        match inline {
+            Some(d) => {
+                keys.push(keys::dispatch(d.app));
+                args.push(d.head.into());
+                args.push((d.max as i64).into());
+            }
+            None => args.push("".into()),
         }
         let (offset, epoch, receivers): (i64, String, i64) = self
             .redis
@@ -170,6 +185,26 @@ impl Backplane for RedisBackplane {
             .inspect_err(|_| {
                 self.stats.errors.fetch_add(1, Ordering::Relaxed);
             })?;
+        if offset == -2 {
+            let app = dispatch.map(|d| d.app).unwrap_or_default();
+            return Err(BackplaneError::DispatchFull(app.to_owned()));
+        }
+        if let (Some(d), true, true) = (dispatch, self.redis.cluster, offset > 0) {
+            let appended: i64 = self
+                .redis
+                .eval(
+                    &self.redis.scripts.dispatch,
+                    vec![keys::dispatch(d.app)],
+                    vec![d.head.into(), body.as_str().into(), (d.max as i64).into()],
+                )
+                .await
+                .inspect_err(|_| {
+                    self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                })?;
+            if appended < 0 {
+                return Err(BackplaneError::DispatchFull(d.app.to_owned()));
+            }
+        }
         if offset < 0 {
             // A repeat: `epoch` holds the first answer, `<message id or -> <ms>`.
             let original = epoch
@@ -189,7 +224,7 @@ impl Backplane for RedisBackplane {
             });
         }
         Ok(Published {
-            position: (receivers > 0 || size > 0).then_some(StreamPosition {
+            position: (receivers > 0 || size > 0 || dispatch.is_some()).then_some(StreamPosition {
                 epoch,
                 offset: offset as u64,
             }),

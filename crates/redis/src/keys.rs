@@ -53,6 +53,13 @@ pub fn rate_limit(limit: &str) -> String {
     format!("herald:rl:{{{limit}}}")
 }
 
+/// An app's dispatch stream: entries `h` (head JSON: channel, definition,
+/// webhook URLs) and `d` (the publication JSON), read by the `workers`
+/// consumer group; acknowledged entries are deleted.
+pub fn dispatch(app: &str) -> String {
+    format!("herald:{{dispatch:{app}}}:q")
+}
+
 /// Live gateways -> ms at which their registration expires.
 pub const NODES: &str = "herald:nodes";
 

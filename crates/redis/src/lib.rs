@@ -21,6 +21,7 @@
 //! pub/sub (`SPUBLISH`/`SSUBSCRIBE`) on hash-tagged topics.
 
 pub mod backplane;
+pub mod dispatch;
 pub mod history;
 pub mod keys;
 pub mod limits;
@@ -115,6 +116,9 @@ pub struct Redis {
 /// Every Lua script Herald runs, each loaded once and called by SHA.
 pub(crate) struct Scripts {
     pub publish: Script,
+    pub dispatch: Script,
+    pub dispatch_claim: Script,
+    pub dispatch_ack: Script,
     pub position: Script,
     pub read: Script,
     pub presence_join: Script,
@@ -128,6 +132,9 @@ impl Scripts {
     fn new() -> Self {
         Scripts {
             publish: Script::from_lua(include_str!("lua/publish.lua")),
+            dispatch: Script::from_lua(include_str!("lua/dispatch.lua")),
+            dispatch_claim: Script::from_lua(include_str!("lua/dispatch_claim.lua")),
+            dispatch_ack: Script::from_lua(include_str!("lua/dispatch_ack.lua")),
             position: Script::from_lua(include_str!("lua/position.lua")),
             read: Script::from_lua(include_str!("lua/read.lua")),
             presence_join: Script::from_lua(include_str!("lua/presence_join.lua")),

@@ -1,5 +1,6 @@
 //! Herald's database: what operators manage and gateways share, kept in
-//! SQL: channel definitions and per-app realtime settings.
+//! SQL: channel definitions, per-app realtime settings, and the message
+//! log with its webhook deliveries (`messages`).
 //!
 //! One implementation over `sqlx`'s `Any` driver serves both databases:
 //! SQLite for an embedded gateway (in memory, or a file under its
@@ -8,6 +9,7 @@
 //! starts with an advisory lock). Every change bumps one revision row in
 //! the same transaction, which gateways poll to reload what they cache.
 
+pub mod messages;
 pub mod pattern;
 #[doc(hidden)]
 pub mod testing;
@@ -320,6 +322,11 @@ impl Store {
         if done.rows_affected() == 0 {
             return Ok(false);
         }
+        // Its messages stay, without a channel.
+        sqlx::query("UPDATE realtime_messages SET channel_id = NULL WHERE channel_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
         bump(&mut tx).await?;
         tx.commit().await?;
         Ok(true)

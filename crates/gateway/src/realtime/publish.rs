@@ -6,9 +6,10 @@ use super::{error, key_error, Operation, Session};
 use crate::auth::{App, Identity};
 use crate::config::{matches_pattern, AppConfig};
 use crate::state::AppState;
-use herald_broker_node::backplane::Idempotency;
+use herald_broker_node::backplane::{Dispatch, Idempotency};
 use herald_broker_node::key::validate_event_name;
 use herald_broker_node::ChannelKey;
+use herald_dispatch::Head;
 use herald_history::Publication;
 use herald_protocol::client::ChannelRef;
 use herald_protocol::{now_ms, timestamp_string, ErrorBody, ErrorCode};
@@ -159,6 +160,29 @@ pub async fn publish(
         window: Duration::from_secs(state.config.idempotency_window_seconds),
     });
     let now = now_ms();
+    // A channel with a definition in the store: the message is logged and
+    // goes to the definition's webhooks.
+    let governing = key
+        .global()
+        .then(|| state.definitions.governing(app.id(), key.name()))
+        .flatten();
+    let head = governing.map(|d| Head {
+        channel: key.name().to_owned(),
+        definition: d.id,
+        urls: d.webhook_urls,
+    });
+    let head_json = match (&head, &state.config.redis_url) {
+        (Some(head), Some(_)) => Some(serde_json::to_string(head).map_err(|e| {
+            tracing::error!(error = %e, "dispatch head not encodable");
+            error(ErrorCode::PublishFailed, "")
+        })?),
+        _ => None,
+    };
+    let dispatch = head_json.as_deref().map(|head| Dispatch {
+        app: app.id(),
+        head,
+        max: state.config.dispatch_stream_max,
+    });
     let publication = Arc::new(Publication {
         message_id: format!("m-{}", uuid::Uuid::new_v4().simple()),
         event,
@@ -167,6 +191,7 @@ pub async fn publish(
         sender_id: identity.sub().map(str::to_owned),
         timestamp_ms: now,
         trace: None,
+        logged: head.is_some(),
     });
     let published = state
         .node
@@ -175,6 +200,7 @@ pub async fn publish(
             Arc::clone(&publication),
             app.retention,
             idempotency,
+            dispatch,
             now,
         )
         .await
@@ -192,17 +218,27 @@ pub async fn publish(
             event_id: first.message_id,
         });
     }
+    // Embedded: the log row and webhook deliveries are written before the
+    // publisher is answered (a cluster's went into the dispatch stream).
+    if let (Some(head), Some(log), None) = (head.clone(), &state.embedded_log, &dispatch) {
+        log.log(herald_dispatch::message(app.id(), head, &publication))
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, channel = key.name(), app = app.id(), "publish not logged");
+                error(ErrorCode::PublishFailed, "")
+            })?;
+    }
     state.metrics.published.with_label_values(&[surface]).inc();
     state
         .metrics
         .publish_seconds
         .observe(started.elapsed().as_secs_f64());
-    Ok(match published.position {
-        Some(_) => Accepted {
+    Ok(match (published.position, &head) {
+        (Some(_), _) | (None, Some(_)) => Accepted {
             event_id: Some(publication.message_id.clone()),
             event_timestamp: Some(timestamp_string(now)),
         },
-        None => Accepted {
+        (None, None) => Accepted {
             event_id: None,
             event_timestamp: None,
         },
