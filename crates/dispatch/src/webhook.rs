@@ -148,7 +148,8 @@ pub async fn run(
             return;
         }
     };
-    let lease = options.timeout + Duration::from_secs(30);
+    // Longer than an attempt (and its record) can take.
+    let lease = options.timeout * 2 + Duration::from_secs(5);
     let options = Arc::new(options);
     while !stop.is_cancelled() {
         let now = now_ms();

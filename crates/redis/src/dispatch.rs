@@ -63,10 +63,10 @@ impl DispatchReader {
     /// waiting at most `block_ms` for the first.
     pub async fn read(&self, app: &str, count: u64, block_ms: u64) -> RedisResult<Vec<Entry>> {
         let stream = keys::dispatch(app);
-        let read: Result<XReadResponse<String, String, String, String>, _> = self
+        let read: Result<Value, _> = self
             .redis
             .client
-            .xreadgroup_map(
+            .xreadgroup(
                 GROUP,
                 self.consumer.as_str(),
                 Some(count),
@@ -76,8 +76,10 @@ impl DispatchReader {
                 ">",
             )
             .await;
-        let read = match read {
-            Ok(read) => read,
+        let read: XReadResponse<String, String, String, String> = match read {
+            // Nothing arrived while blocked.
+            Ok(Value::Null) => return Ok(Vec::new()),
+            Ok(read) => read.into_xread_response()?,
             // The stream (and its group) went away: Redis restarted empty.
             Err(e) if e.details().contains("NOGROUP") => {
                 self.join(app).await?;
@@ -120,7 +122,7 @@ impl DispatchReader {
                 ],
             )
             .await?;
-        if flat.len() % 3 != 0 {
+        if !flat.len().is_multiple_of(3) {
             return Err(RedisError::Protocol(format!(
                 "dispatch claim answered {} values",
                 flat.len()

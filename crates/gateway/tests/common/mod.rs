@@ -140,6 +140,11 @@ impl Herald {
         Self::spawn(&format!("{extra}\n{APPS}"), &["--redis", redis_url]).await
     }
 
+    /// A gateway of the cluster on `redis_url` with exactly `config`.
+    pub async fn start_clustered_config(redis_url: &str, config: &str) -> Herald {
+        Self::spawn(config, &["--redis", redis_url]).await
+    }
+
     async fn spawn(config: &str, args: &[&str]) -> Herald {
         Self::spawn_at(config, args, "127.0.0.1:0").await
     }

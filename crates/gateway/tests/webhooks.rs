@@ -1,0 +1,748 @@
+//! The message log and channel webhooks against real processes: gateways
+//! (embedded, and a cluster over a real Redis and PostgreSQL), `herald
+//! worker` processes, and a real HTTP receiver in the test.
+
+mod common;
+
+use base64::Engine;
+use common::redis::RedisServer;
+use common::{Herald, WAIT};
+use hmac::{Hmac, Mac};
+use parking_lot::Mutex;
+use serde_json::{json, Value};
+use sha2::Sha256;
+use std::collections::HashMap;
+use std::io::Write;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+/// The Standard Webhooks test vector's secret.
+const SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+const KEY: &str = "key-hooks";
+
+fn apps() -> String {
+    format!(
+        r#"
+[[apps]]
+id = "hooks"
+api_keys = ["{KEY}"]
+jwt_secret = "secret-hooks-test-only-0123456789abcdefghij"
+ops_per_second = 0
+webhook_secret = "{SECRET}"
+"#
+    )
+}
+
+/// What the receiver does with a request.
+#[derive(Clone, Copy, Debug)]
+enum Answer {
+    Status(u16),
+    RetryAfter(u16, u64),
+    Hang,
+}
+
+/// One request the receiver got.
+#[derive(Clone, Debug)]
+struct Hit {
+    path: String,
+    headers: HashMap<String, String>,
+    body: String,
+    answered: u16,
+    at: Instant,
+}
+
+/// A real HTTP receiver on loopback; `script(path, n)` answers the n-th
+/// request (from 0) for a webhook-id on `path`.
+struct Receiver {
+    addr: String,
+    hits: Arc<Mutex<Vec<Hit>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+type Script = Arc<dyn Fn(&str, usize) -> Answer + Send + Sync>;
+
+impl Receiver {
+    async fn start(script: Script, delay: Duration) -> Receiver {
+        use axum::extract::Request;
+        let hits: Arc<Mutex<Vec<Hit>>> = Arc::default();
+        let seen = Arc::clone(&hits);
+        let app = axum::Router::new().fallback(move |request: Request| {
+            let (seen, script) = (Arc::clone(&seen), Arc::clone(&script));
+            async move {
+                let path = request.uri().path().to_owned();
+                let headers: HashMap<String, String> = request
+                    .headers()
+                    .iter()
+                    .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+                    .collect();
+                let body = axum::body::to_bytes(request.into_body(), 1 << 20)
+                    .await
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+                    .unwrap_or_default();
+                let id = headers.get("webhook-id").cloned().unwrap_or_default();
+                let n = seen
+                    .lock()
+                    .iter()
+                    .filter(|h| h.path == path && h.headers.get("webhook-id") == Some(&id))
+                    .count();
+                let answer = script(&path, n);
+                let answered = match answer {
+                    Answer::Status(s) | Answer::RetryAfter(s, _) => s,
+                    Answer::Hang => 0,
+                };
+                seen.lock().push(Hit {
+                    path,
+                    headers,
+                    body,
+                    answered,
+                    at: Instant::now(),
+                });
+                tokio::time::sleep(delay).await;
+                let status = axum::http::StatusCode::from_u16(answered.max(200)).unwrap();
+                match answer {
+                    Answer::Hang => {
+                        tokio::time::sleep(Duration::from_secs(30)).await;
+                        (status, [("retry-after", String::new())]).into_response_parts()
+                    }
+                    Answer::RetryAfter(_, secs) => {
+                        (status, [("retry-after", secs.to_string())]).into_response_parts()
+                    }
+                    Answer::Status(_) => (status, [("x-ok", "1".to_owned())]).into_response_parts(),
+                }
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Receiver { addr, hits, task }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn hits(&self) -> Vec<Hit> {
+        self.hits.lock().clone()
+    }
+
+    /// Successful deliveries per (path, webhook-id).
+    fn delivered(&self) -> HashMap<(String, String), usize> {
+        let mut out = HashMap::new();
+        for h in self.hits() {
+            if (200..300).contains(&h.answered) {
+                let id = h.headers.get("webhook-id").cloned().unwrap_or_default();
+                *out.entry((h.path.clone(), id)).or_default() += 1;
+            }
+        }
+        out
+    }
+}
+
+trait IntoParts {
+    fn into_response_parts(self) -> axum::response::Response;
+}
+
+impl IntoParts for (axum::http::StatusCode, [(&'static str, String); 1]) {
+    fn into_response_parts(self) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        let (status, [(name, value)]) = self;
+        let mut response = status.into_response();
+        if !value.is_empty() {
+            response.headers_mut().insert(name, value.parse().unwrap());
+        }
+        response
+    }
+}
+
+async fn admin(
+    herald: &Herald,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value, reqwest::header::HeaderMap) {
+    let mut request = reqwest::Client::new()
+        .request(method, herald.http(path))
+        .header("x-api-key", KEY);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("admin request");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let text = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        headers,
+    )
+}
+
+async fn define(herald: &Herald, pattern: &str, urls: &[String]) -> String {
+    let (status, body, _) = admin(
+        herald,
+        reqwest::Method::POST,
+        "/api/realtime/channels",
+        Some(json!({"pattern": pattern, "webhookUrls": urls})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    body["id"].as_str().unwrap().to_owned()
+}
+
+async fn publish(herald: &Herald, channel: &str, event: &str, payload: Value) -> Value {
+    let (status, body, _) = herald
+        .post(
+            "/api/v1/publish/global",
+            KEY,
+            json!({"channel": channel, "event": event, "payload": payload}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// Polls `check` until it holds, failing with `what` after `within`.
+async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        match check().await {
+            Ok(()) => return,
+            Err(e) if Instant::now() > deadline => panic!("{what}: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+async fn messages(herald: &Herald, query: &str) -> (Vec<Value>, i64) {
+    let (status, body, headers) = admin(
+        herald,
+        reqwest::Method::GET,
+        &format!("/api/realtime/messages{query}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let total = headers["x-total-count"].to_str().unwrap().parse().unwrap();
+    (body.as_array().unwrap().clone(), total)
+}
+
+/// Verifies a hit's signature as Standard Webhooks specifies, written out
+/// here rather than calling Herald's signer.
+fn verify(hit: &Hit) {
+    let id = &hit.headers["webhook-id"];
+    let ts = &hit.headers["webhook-timestamp"];
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(SECRET.trim_start_matches("whsec_"))
+        .unwrap();
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
+    mac.update(format!("{id}.{ts}.{}", hit.body).as_bytes());
+    let expected = format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    );
+    assert_eq!(
+        hit.headers["webhook-signature"], expected,
+        "signature of {id}"
+    );
+    let age = common::now_secs() as i64 - ts.parse::<i64>().unwrap();
+    assert!((0..60).contains(&age), "timestamp {ts} is {age} s old");
+}
+
+#[tokio::test]
+async fn embedded_messages_are_logged_and_their_webhooks_signed_and_counted() {
+    let receiver = Receiver::start(Arc::new(|_, _| Answer::Status(200)), Duration::ZERO).await;
+    let herald = Herald::start_config(&apps()).await;
+    let urls = [receiver.url("/a"), receiver.url("/b")];
+    let def = define(&herald, "order:%", &urls).await;
+    let mut subscribers = Vec::new();
+    for sub in ["u1", "u2"] {
+        let mut c = herald.user("hooks", sub, json!({})).await;
+        c.ok(json!({"type":"subscribe","channel":"order:1","global":true}))
+            .await;
+        subscribers.push(c);
+    }
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let event = if n == 2 { "paid" } else { "created" };
+        let result = publish(&herald, "order:1", event, json!({"n": n})).await;
+        ids.push(result["eventId"].as_str().expect("eventId").to_owned());
+    }
+    // A channel without a definition is not logged.
+    publish(&herald, "news", "created", json!({})).await;
+
+    eventually(WAIT, "six deliveries", || async {
+        let d = receiver.delivered();
+        (d.len() == 6).then_some(()).ok_or(format!("{d:?}"))
+    })
+    .await;
+    for hit in receiver.hits() {
+        verify(&hit);
+        assert_eq!(hit.headers["content-type"], "application/json");
+        assert_eq!(hit.headers["x-insforge-channel"], "order:1");
+        let id = &hit.headers["x-insforge-message-id"];
+        assert!(ids.contains(id), "{id}");
+        let n = ids.iter().position(|i| i == id).unwrap();
+        assert_eq!(
+            hit.body,
+            format!(r#"{{"n":{n}}}"#),
+            "the body is the payload"
+        );
+        assert_eq!(
+            hit.headers["x-insforge-event"],
+            if n == 2 { "paid" } else { "created" }
+        );
+    }
+
+    eventually(WAIT, "counts", || async {
+        let (rows, total) = messages(&herald, "").await;
+        if total != 3 {
+            return Err(format!("total {total}"));
+        }
+        for row in &rows {
+            if row["wsAudienceCount"] != 2 || row["whDeliveredCount"] != 2 {
+                return Err(row.to_string());
+            }
+        }
+        Ok(())
+    })
+    .await;
+    let (rows, _) = messages(&herald, "").await;
+    assert_eq!(rows[0]["id"], ids[2].as_str(), "newest first");
+    assert_eq!(rows[0]["eventName"], "paid");
+    assert_eq!(rows[0]["channelId"], def.as_str());
+    assert_eq!(rows[0]["channelName"], "order:1");
+    assert_eq!(rows[0]["payload"], json!({"n": 2}));
+    assert_eq!(rows[0]["senderType"], "system");
+    assert_eq!(rows[0]["whAudienceCount"], 2);
+    assert!(rows[0]["createdAt"].as_str().unwrap().ends_with('Z'));
+    let (page, total) = messages(&herald, "?eventName=created&limit=1&offset=1").await;
+    assert_eq!((page.len(), total), (1, 2));
+    assert_eq!(page[0]["id"], ids[0].as_str());
+
+    let (status, stats, _) = admin(
+        &herald,
+        reqwest::Method::GET,
+        "/api/realtime/messages/stats",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(stats["totalMessages"], 3);
+    assert_eq!(stats["whDeliveryRate"], 1.0);
+    assert_eq!(
+        stats["topEvents"][0],
+        json!({"eventName": "created", "count": 2})
+    );
+    assert_eq!(stats["retentionDays"], Value::Null);
+
+    // Bad queries are refused, named.
+    for (query, word) in [
+        ("?limit=0", "limit"),
+        ("?limit=1001", "limit"),
+        ("?bogus=1", "bogus"),
+    ] {
+        let (status, body, _) = admin(
+            &herald,
+            reqwest::Method::GET,
+            &format!("/api/realtime/messages{query}"),
+            None,
+        )
+        .await;
+        assert_eq!(status, 400, "{query}");
+        assert!(body["message"].as_str().unwrap().contains(word), "{body}");
+    }
+    let (status, body, _) = admin(
+        &herald,
+        reqwest::Method::GET,
+        "/api/realtime/messages/stats?since=yesterday",
+        None,
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+
+    // Deleting the definition keeps the messages, without a channel.
+    let (status, _, _) = admin(
+        &herald,
+        reqwest::Method::DELETE,
+        &format!("/api/realtime/channels/{def}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (rows, _) = messages(&herald, "").await;
+    assert_eq!(rows[0]["channelId"], Value::Null);
+    let (status, body, _) = admin(
+        &herald,
+        reqwest::Method::DELETE,
+        "/api/realtime/messages",
+        None,
+    )
+    .await;
+    assert_eq!((status, body), (200, json!({"deleted": 3})));
+    assert_eq!(messages(&herald, "").await.1, 0);
+}
+
+#[tokio::test]
+async fn a_failing_receiver_is_retried_until_it_accepts_and_410_disables_the_url() {
+    // /flaky: 500, 500, no answer in time, 429 with Retry-After: 1, then 200.
+    let script: Script = Arc::new(|path, n| match (path, n) {
+        ("/flaky", 0 | 1) => Answer::Status(500),
+        ("/flaky", 2) => Answer::Hang,
+        ("/flaky", 3) => Answer::RetryAfter(429, 1),
+        ("/gone", _) => Answer::Status(410),
+        _ => Answer::Status(204),
+    });
+    let receiver = Receiver::start(script, Duration::ZERO).await;
+    let config = format!(
+        "[webhooks]\nallow_private_targets = true\ntimeout_ms = 500\nretry_seconds = [0, 0.1, 0.1, 0.1, 0.1, 0.1]\n{}",
+        apps()
+    );
+    let herald = Herald::start_config(&config).await;
+    define(
+        &herald,
+        "pay:%",
+        &[receiver.url("/flaky"), receiver.url("/gone")],
+    )
+    .await;
+    let first = publish(&herald, "pay:1", "paid", json!({"amount": 5})).await;
+    let id = first["eventId"].as_str().unwrap().to_owned();
+
+    eventually(
+        Duration::from_secs(15),
+        "delivered after four failures",
+        || async {
+            let d = receiver.delivered();
+            (d.len() == 1).then_some(()).ok_or(format!("{d:?}"))
+        },
+    )
+    .await;
+    let flaky: Vec<Hit> = receiver
+        .hits()
+        .into_iter()
+        .filter(|h| h.path == "/flaky")
+        .collect();
+    let answered: Vec<u16> = flaky.iter().map(|h| h.answered).collect();
+    assert_eq!(answered, [500, 500, 0, 429, 204]);
+    let webhook_ids: std::collections::HashSet<&String> =
+        flaky.iter().map(|h| &h.headers["webhook-id"]).collect();
+    assert_eq!(webhook_ids.len(), 1, "one webhook-id across the attempts");
+    for hit in &flaky {
+        verify(hit);
+    }
+    let waited = flaky[4].at - flaky[3].at;
+    assert!(
+        waited >= Duration::from_millis(950),
+        "Retry-After: 1 honoured, waited {waited:?}"
+    );
+
+    // The 410 disabled /gone for the channel: listed, and not called again.
+    let gone_calls = || receiver.hits().iter().filter(|h| h.path == "/gone").count();
+    assert_eq!(gone_calls(), 1);
+    let (_, defs, _) = admin(
+        &herald,
+        reqwest::Method::GET,
+        "/api/realtime/channels",
+        None,
+    )
+    .await;
+    assert_eq!(
+        defs[0]["disabledWebhookUrls"],
+        json!([receiver.url("/gone")])
+    );
+    publish(&herald, "pay:2", "paid", json!({"amount": 6})).await;
+    eventually(
+        Duration::from_secs(15),
+        "second message delivered",
+        || async {
+            let d = receiver.delivered();
+            (d.len() == 2).then_some(()).ok_or(format!("{d:?}"))
+        },
+    )
+    .await;
+    assert_eq!(gone_calls(), 1);
+
+    let (rows, _) = messages(&herald, "").await;
+    let row = rows.iter().find(|r| r["id"] == id.as_str()).unwrap();
+    assert_eq!(row["whAudienceCount"], 2);
+    assert_eq!(row["whDeliveredCount"], 1);
+    let newer = rows.iter().find(|r| r["id"] != id.as_str()).unwrap();
+    assert_eq!(
+        newer["whAudienceCount"], 1,
+        "the disabled URL is no longer in the audience"
+    );
+    let text = herald.metrics().await;
+    // Each message's /flaky series: four failures, then delivered.
+    assert_eq!(
+        common::metric(&text, "herald_webhook_attempts_total{outcome=\"retry\"}"),
+        8.0
+    );
+    assert_eq!(
+        common::metric(
+            &text,
+            "herald_webhook_attempts_total{outcome=\"delivered\"}"
+        ),
+        2.0
+    );
+    assert_eq!(
+        common::metric(&text, "herald_webhook_attempts_total{outcome=\"gone\"}"),
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn private_targets_are_refused_unless_allowed() {
+    let config = format!("[webhooks]\nallow_private_targets = false\n{}", apps());
+    let herald = Herald::start_config(&config).await;
+    for url in [
+        "http://127.0.0.1:9/x",
+        "http://10.0.0.1/x",
+        "http://[::1]/x",
+        "http://localhost/x",
+    ] {
+        let (status, body, _) = admin(
+            &herald,
+            reqwest::Method::POST,
+            "/api/realtime/channels",
+            Some(json!({"pattern": "p:%", "webhookUrls": [url]})),
+        )
+        .await;
+        assert_eq!(status, 400, "{url}: {body}");
+        assert!(
+            body["message"].as_str().unwrap().contains("private"),
+            "{body}"
+        );
+    }
+}
+
+/// A `herald worker` process, killed when dropped.
+struct Worker {
+    child: tokio::process::Child,
+    addr: String,
+    _config: tempfile::NamedTempFile,
+}
+
+impl Worker {
+    async fn start(config: &str, redis: &str, database: &str) -> Worker {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(config.as_bytes()).unwrap();
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+            .args([
+                "worker",
+                "--listen",
+                "127.0.0.1:0",
+                "--redis",
+                redis,
+                "--database",
+                database,
+                "--config",
+            ])
+            .arg(file.path())
+            .env(
+                "RUST_LOG",
+                std::env::var("HERALD_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let addr = tokio::time::timeout(Duration::from_secs(20), async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if let Some((_, rest)) = line.split_once("listening on http://") {
+                    return rest.trim().to_owned();
+                }
+            }
+            panic!("worker exited before listening");
+        })
+        .await
+        .expect("worker did not start");
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Worker {
+            child,
+            addr,
+            _config: file,
+        }
+    }
+
+    fn kill9(&mut self) {
+        let pid = self.child.id().unwrap() as i32;
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+}
+
+/// How many messages the cluster tests publish (1,000 at full size:
+/// `HERALD_WEBHOOK_MESSAGES=1000`).
+fn message_count() -> usize {
+    std::env::var("HERALD_WEBHOOK_MESSAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300)
+}
+
+#[tokio::test]
+async fn two_gateways_log_every_message_once_and_deliver_once_per_url() {
+    let redis = RedisServer::start();
+    let pg = herald_store::testing::PostgresServer::start();
+    let receiver = Receiver::start(Arc::new(|_, _| Answer::Status(200)), Duration::ZERO).await;
+    let settings = format!("database_url = \"{}\"\n{}", pg.url(), apps());
+    let a = Herald::start_clustered_config(&redis.url(), &settings).await;
+    let b = Herald::start_clustered_config(&redis.url(), &settings).await;
+    define(&a, "order:%", &[receiver.url("/one"), receiver.url("/two")]).await;
+    // Two sockets on one gateway, one on the other; definitions reach b
+    // within a second.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let mut sockets = Vec::new();
+    for (gw, sub) in [(&a, "u1"), (&a, "u2"), (&b, "u3")] {
+        let mut c = gw.user("hooks", sub, json!({})).await;
+        c.ok(json!({"type":"subscribe","channel":"order:7","global":true}))
+            .await;
+        sockets.push(c);
+    }
+    let n = message_count();
+    for i in 0..n {
+        let gw = if i % 2 == 0 { &a } else { &b };
+        publish(gw, "order:7", "created", json!({"i": i})).await;
+    }
+    eventually(Duration::from_secs(60), "every delivery", || async {
+        let d = receiver.delivered();
+        (d.len() == 2 * n)
+            .then_some(())
+            .ok_or(format!("{} of {}", d.len(), 2 * n))
+    })
+    .await;
+    let delivered = receiver.delivered();
+    let repeated: Vec<_> = delivered.iter().filter(|(_, c)| **c != 1).collect();
+    assert!(
+        repeated.is_empty(),
+        "delivered more than once: {repeated:?}"
+    );
+    eventually(
+        Duration::from_secs(10),
+        "rows with their counts",
+        || async {
+            let (rows, total) = messages(&a, "?limit=1000").await;
+            if total != n as i64 {
+                return Err(format!("{total} rows"));
+            }
+            match rows
+                .iter()
+                .find(|r| r["wsAudienceCount"] != 3 || r["whDeliveredCount"] != 2)
+            {
+                Some(row) => Err(row.to_string()),
+                None => Ok(()),
+            }
+        },
+    )
+    .await;
+    // Each socket got every message.
+    for socket in &mut sockets {
+        for _ in 0..n {
+            socket.expect("event").await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_stream_loses_nothing() {
+    let redis = RedisServer::start();
+    let pg = herald_store::testing::PostgresServer::start();
+    // A slow receiver, so deliveries are in flight when the worker dies.
+    let receiver = Receiver::start(
+        Arc::new(|_, _| Answer::Status(200)),
+        Duration::from_millis(100),
+    )
+    .await;
+    let worker_config = format!(
+        "dispatch_claim_idle_ms = 1000\n[webhooks]\nallow_private_targets = true\ntimeout_ms = 1000\nconcurrency = 4\n{}",
+        apps()
+    );
+    let settings = format!(
+        "database_url = \"{}\"\nworker = false\n{}",
+        pg.url(),
+        apps()
+    );
+    let gateway = Herald::start_clustered_config(&redis.url(), &settings).await;
+    let mut first = Worker::start(&worker_config, &redis.url(), &pg.url()).await;
+    let second = Worker::start(&worker_config, &redis.url(), &pg.url()).await;
+    define(&gateway, "job:%", &[receiver.url("/hook")]).await;
+    let n = message_count();
+    for i in 0..n {
+        publish(&gateway, "job:1", "run", json!({"i": i})).await;
+    }
+    // Kill one worker while deliveries are going out: its leased
+    // deliveries run out and the other takes them.
+    eventually(Duration::from_secs(30), "deliveries under way", || async {
+        let hits = receiver.hits().len();
+        (hits >= n / 4).then_some(()).ok_or(format!("{hits} hits"))
+    })
+    .await;
+    let before = reqwest::get(format!("http://{}/metrics", first.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let by_first = common::metric(
+        &before,
+        "herald_webhook_attempts_total{outcome=\"delivered\"}",
+    );
+    first.kill9();
+    let hits_at_kill = receiver.hits().len();
+    eventually(
+        Duration::from_secs(90),
+        "every message delivered",
+        || async {
+            let d = receiver.delivered();
+            (d.len() == n)
+                .then_some(())
+                .ok_or(format!("{} of {n}", d.len()))
+        },
+    )
+    .await;
+    // Every row, each delivery recorded: what the dead worker had in
+    // flight is sent again once its lease runs out (same webhook-id).
+    eventually(
+        Duration::from_secs(30),
+        "every row, every delivery recorded",
+        || async {
+            let (rows, total) = messages(&gateway, "?limit=1000").await;
+            if total != n as i64 {
+                return Err(format!("{total} rows"));
+            }
+            match rows.iter().find(|r| r["whDeliveredCount"] != 1) {
+                Some(row) => Err(row.to_string()),
+                None => Ok(()),
+            }
+        },
+    )
+    .await;
+    let metrics = reqwest::get(format!("http://{}/metrics", second.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("herald_messages_logged_total"),
+        "{metrics}"
+    );
+    let repeats: usize = receiver.delivered().values().map(|c| c - 1).sum();
+    eprintln!(
+        "{n} messages; the killed worker had delivered {by_first} when {hits_at_kill} requests had arrived; {repeats} delivered again after the kill (same webhook-id)"
+    );
+}
