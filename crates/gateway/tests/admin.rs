@@ -392,9 +392,12 @@ async fn the_openapi_document_lists_every_route_and_every_listed_route_answers()
     listed.sort();
     let expected = [
         ("delete", "/api/realtime/channels/{id}"),
+        ("delete", "/api/realtime/messages"),
         ("get", "/api/realtime/channels"),
         ("get", "/api/realtime/channels/{id}"),
         ("get", "/api/realtime/config"),
+        ("get", "/api/realtime/messages"),
+        ("get", "/api/realtime/messages/stats"),
         ("patch", "/api/realtime/config"),
         ("post", "/api/realtime/channels"),
         ("put", "/api/realtime/channels/{id}"),
@@ -411,6 +414,9 @@ async fn the_openapi_document_lists_every_route_and_every_listed_route_answers()
         "Create",
         "Update",
         "SettingsChange",
+        "LoggedMessage",
+        "Cleared",
+        "Stats",
     ] {
         assert!(doc["components"]["schemas"][schema].is_object(), "{schema}");
     }
