@@ -406,3 +406,51 @@ test("Engine.IO heartbeats: a client that answers pings stays, one that does not
   };
   await Promise.all([stays(["websocket"]), stays(["polling"]), silent()]);
 });
+
+// Permissions: policies by role and condition, on the Socket.IO surface.
+test("permission policies allow and deny subscribe and publish by role and condition", async () => {
+  const def = await admin(URL_A, "POST", "/api/realtime/channels", { pattern: "desk:%" });
+  assert.equal(def.status, 201, JSON.stringify(def.body));
+  const anon = await connect(URL_A, { token: ANON_KEY });
+  const user = await connect(URL_A, { token: userToken("ann") });
+  const other = await connect(URL_A, { token: userToken("bob") });
+  const backend = await connect(URL_A, { apiKey: API_KEY });
+  const made = [];
+  const policy = async (body) => {
+    const r = await admin(URL_A, "POST", "/api/realtime/permissions", body);
+    assert.equal(r.status, 201, JSON.stringify(r.body));
+    made.push(`${body.command}/${encodeURIComponent(body.policyName)}`);
+  };
+  try {
+    const bad = await admin(URL_A, "POST", "/api/realtime/permissions", { command: "publish", policyName: "bad", condition: "message.payload.(" });
+    assert.equal(bad.status, 400);
+    assert.match(bad.body.message, /^condition: 1:\d+: /);
+
+    await policy({ command: "subscribe", policyName: "own desk", roles: ["authenticated"], condition: "channel.name == 'desk:' + user.sub" });
+    await policy({ command: "publish", policyName: "polite", roles: ["authenticated", "anon"], condition: "message.payload.text != 'rude'" });
+
+    assert.equal((await subscribe(user, "desk:ann")).ok, true);
+    const refused = await subscribe(other, "desk:ann");
+    assert.equal(refused.ok, false);
+    assert.equal(refused.error.code, "REALTIME_UNAUTHORIZED");
+    assert.equal((await subscribe(anon, "desk:ann")).error.code, "REALTIME_UNAUTHORIZED");
+    assert.equal((await subscribe(backend, "desk:ann")).ok, true, "API-key sockets bypass policies");
+
+    const seen = collect(user, "note");
+    assert.equal((await publish(user, "desk:ann", "note", { text: "hello" })).ok, true);
+    const rude = await publish(user, "desk:ann", "note", { text: "rude" });
+    assert.equal(rude.ok, false);
+    assert.equal(rude.error.code, "REALTIME_UNAUTHORIZED");
+    await until(() => seen.length === 1);
+    await sleep(200);
+    assert.equal(seen.length, 1, "the refused message was not delivered");
+
+    const list = await admin(URL_A, "GET", "/api/realtime/permissions");
+    assert.equal(list.body.subscribe.policies[0].tableName, "channels");
+    assert.equal(list.body.publish.policies[0].command, "INSERT");
+  } finally {
+    for (const m of made) await admin(URL_A, "DELETE", `/api/realtime/permissions/${m}`);
+    await admin(URL_A, "DELETE", `/api/realtime/channels/${def.body.id}`);
+    for (const s of [anon, user, other, backend]) s.close();
+  }
+});

@@ -49,7 +49,10 @@ const MAX_DESCRIPTION: usize = 1024;
         set_settings,
         messages,
         delete_messages,
-        message_stats
+        message_stats,
+        permissions,
+        create_policy,
+        delete_policy
     ),
     components(schemas(
         Channel,
@@ -61,7 +64,12 @@ const MAX_DESCRIPTION: usize = 1024;
         SettingsChange,
         LoggedMessage,
         Cleared,
-        Stats
+        Stats,
+        NewPolicyBody,
+        PolicyView,
+        RlsPolicy,
+        PolicyList,
+        Permissions
     ))
 )]
 pub struct AdminApi;
@@ -81,6 +89,14 @@ pub fn routes() -> Router<Arc<AppState>> {
             get(get_one).put(update).delete(remove),
         )
         .route("/api/realtime/config", get(settings).patch(set_settings))
+        .route(
+            "/api/realtime/permissions",
+            get(permissions).post(create_policy),
+        )
+        .route(
+            "/api/realtime/permissions/{command}/{name}",
+            axum::routing::delete(delete_policy),
+        )
         .route_layer(axum::middleware::from_fn(no_query))
         // These take query parameters (and refuse unknown ones).
         .route(
@@ -543,6 +559,195 @@ async fn set_settings(
     let saved = store.set_settings(app.id(), current).await?;
     applied(&state).await;
     Ok(settings_view(saved))
+}
+
+/// A new permission policy.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct NewPolicyBody {
+    /// `subscribe` or `publish`.
+    command: String,
+    policy_name: String,
+    /// Any of `anon`, `authenticated`, `project_admin`; empty or absent:
+    /// every role.
+    roles: Option<Vec<String>>,
+    /// A filter expression over `channel` (`name`, `pattern`), `user`
+    /// (`sub`, `role`, `claims`) and, for publish, `message` (`event`,
+    /// `payload`); absent: the roles alone decide.
+    condition: Option<String>,
+}
+
+/// A policy as Herald stores it.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyView {
+    pub id: String,
+    pub command: String,
+    pub policy_name: String,
+    pub roles: Vec<String>,
+    pub condition: Option<String>,
+    /// ISO 8601.
+    pub created_at: String,
+}
+
+/// A policy in the original's listing shape.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RlsPolicy {
+    pub policy_name: String,
+    /// `channels` (subscribe) or `messages` (publish).
+    pub table_name: String,
+    /// `SELECT` (subscribe) or `INSERT` (publish).
+    pub command: String,
+    pub roles: Vec<String>,
+    /// The condition of a subscribe policy.
+    pub using: Option<String>,
+    /// The condition of a publish policy.
+    pub with_check: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PolicyList {
+    pub policies: Vec<RlsPolicy>,
+}
+
+/// `GET /api/realtime/permissions`.
+#[derive(Serialize, ToSchema)]
+pub struct Permissions {
+    pub subscribe: PolicyList,
+    pub publish: PolicyList,
+}
+
+const MAX_POLICY_NAME: usize = 63;
+
+#[utoipa::path(get, path = "/api/realtime/permissions", tag = "permissions",
+    responses((status = 200, body = Permissions), (status = 401, body = ErrorReply)))]
+async fn permissions(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Answer {
+    let app = admit(&state, &headers).await?;
+    let policies = store(&state)?.policies(app.id()).await?;
+    let list = |command: &str| PolicyList {
+        policies: policies
+            .iter()
+            .filter(|p| p.command == command)
+            .map(|p| {
+                let subscribe = command == "subscribe";
+                RlsPolicy {
+                    policy_name: p.policy_name.clone(),
+                    table_name: if subscribe { "channels" } else { "messages" }.into(),
+                    command: if subscribe { "SELECT" } else { "INSERT" }.into(),
+                    roles: if p.roles.is_empty() {
+                        vec!["public".into()]
+                    } else {
+                        p.roles.clone()
+                    },
+                    using: p.condition.clone().filter(|_| subscribe),
+                    with_check: p.condition.clone().filter(|_| !subscribe),
+                }
+            })
+            .collect(),
+    };
+    Ok(Json(Permissions {
+        subscribe: list("subscribe"),
+        publish: list("publish"),
+    })
+    .into_response())
+}
+
+#[utoipa::path(post, path = "/api/realtime/permissions", tag = "permissions", request_body = NewPolicyBody,
+    responses((status = 201, body = PolicyView),
+              (status = 400, description = "INVALID_INPUT: unknown command or role, or a condition that does not compile (with its error)", body = ErrorReply),
+              (status = 409, body = ErrorReply), (status = 401, body = ErrorReply)))]
+async fn create_policy(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> Answer {
+    let app = admit(&state, &headers).await?;
+    let store = store(&state)?;
+    let req: NewPolicyBody = body(raw)?;
+    if !crate::permissions::COMMANDS.contains(&req.command.as_str()) {
+        return Err(AdminError::invalid(format!(
+            "command must be `subscribe` or `publish`, not `{}`",
+            req.command
+        )));
+    }
+    let name = req.policy_name.trim();
+    if name.is_empty() || name.len() > MAX_POLICY_NAME {
+        return Err(AdminError::invalid(format!(
+            "policyName must be 1 to {MAX_POLICY_NAME} bytes"
+        )));
+    }
+    let roles = req.roles.unwrap_or_default();
+    if let Some(bad) = roles
+        .iter()
+        .find(|r| !crate::permissions::ROLES.contains(&r.as_str()))
+    {
+        return Err(AdminError::invalid(format!(
+            "unknown role `{bad}`: use anon, authenticated or project_admin"
+        )));
+    }
+    if let Some(condition) = &req.condition {
+        crate::permissions::compile(condition)
+            .map_err(|e| AdminError::invalid(format!("condition: {e}")))?;
+    }
+    let policy = store
+        .create_policy(
+            app.id(),
+            herald_store::policies::NewPolicy {
+                command: req.command,
+                name: name.to_owned(),
+                roles,
+                condition: req.condition,
+            },
+        )
+        .await
+        .map_err(|e| match e {
+            StoreError::Duplicate(name) => AdminError::new(
+                StatusCode::CONFLICT,
+                "ALREADY_EXISTS",
+                format!("a policy named `{name}` exists for this command"),
+            ),
+            e => e.into(),
+        })?;
+    applied(&state).await;
+    Ok((
+        StatusCode::CREATED,
+        Json(PolicyView {
+            created_at: iso(policy.created_at_ms.max(0) as u64),
+            id: policy.id,
+            command: policy.command,
+            policy_name: policy.policy_name,
+            roles: policy.roles,
+            condition: policy.condition,
+        }),
+    )
+        .into_response())
+}
+
+#[utoipa::path(delete, path = "/api/realtime/permissions/{command}/{name}", tag = "permissions",
+    params(("command" = String, Path, description = "subscribe or publish"), ("name" = String, Path, description = "The policy's name")),
+    responses((status = 200, body = Deleted), (status = 404, body = ErrorReply), (status = 401, body = ErrorReply)))]
+async fn delete_policy(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path((command, name)): Path<(String, String)>,
+) -> Answer {
+    let app = admit(&state, &headers).await?;
+    if !store(&state)?
+        .delete_policy(app.id(), &command, &name)
+        .await?
+    {
+        return Err(AdminError::new(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            format!("no {command} policy named `{name}`"),
+        ));
+    }
+    applied(&state).await;
+    Ok(Json(Deleted {
+        message: "Policy deleted".into(),
+    })
+    .into_response())
 }
 
 /// Reads a query string strictly: an unknown parameter is refused, named.

@@ -9,6 +9,7 @@
 //! definition.
 
 use crate::config::AppConfig;
+use crate::permissions::{AppPolicies, PolicyMap};
 use herald_store::{pattern, Definition, Store, StoreError};
 use parking_lot::RwLock;
 use std::collections::HashMap;
@@ -35,6 +36,8 @@ pub const POLL: Duration = Duration::from_millis(500);
 pub struct Definitions {
     store: Option<Store>,
     by_app: RwLock<HashMap<String, Arc<[Definition]>>>,
+    /// The apps' permission policies, compiled.
+    policies: RwLock<PolicyMap>,
     /// The store revision last loaded.
     loaded: RwLock<Option<i64>>,
     /// One reload at a time (the poller and the admin API both reload):
@@ -48,6 +51,7 @@ impl Definitions {
         Definitions {
             store,
             by_app: RwLock::new(HashMap::new()),
+            policies: RwLock::new(HashMap::new()),
             loaded: RwLock::new(None),
             reloading: tokio::sync::Mutex::new(()),
             changed: watch::channel(0).0,
@@ -74,10 +78,12 @@ impl Definitions {
         for def in store.all_definitions().await? {
             by_app.entry(def.app.clone()).or_default().push(def);
         }
+        let policies = crate::permissions::load(store.all_policies().await?);
         *self.by_app.write() = by_app
             .into_iter()
             .map(|(app, defs)| (app, Arc::from(defs)))
             .collect();
+        *self.policies.write() = policies;
         *self.loaded.write() = Some(revision);
         self.changed.send_modify(|n| *n += 1);
         Ok(())
@@ -124,6 +130,11 @@ impl Definitions {
             .get(app)
             .cloned()
             .unwrap_or_else(|| Arc::from(Vec::new()))
+    }
+
+    /// The app's permission policies, if it has any.
+    pub fn policies(&self, app: &str) -> Option<Arc<AppPolicies>> {
+        self.policies.read().get(app).cloned()
     }
 
     /// The enabled definition in the store that governs `channel` (the

@@ -31,6 +31,7 @@ pub mod fuzz;
 pub mod jwks;
 pub mod listener;
 pub mod metrics;
+pub mod permissions;
 pub mod realtime;
 pub mod server;
 pub mod socketio;

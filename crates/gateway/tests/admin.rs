@@ -393,13 +393,16 @@ async fn the_openapi_document_lists_every_route_and_every_listed_route_answers()
     let expected = [
         ("delete", "/api/realtime/channels/{id}"),
         ("delete", "/api/realtime/messages"),
+        ("delete", "/api/realtime/permissions/{command}/{name}"),
         ("get", "/api/realtime/channels"),
         ("get", "/api/realtime/channels/{id}"),
         ("get", "/api/realtime/config"),
         ("get", "/api/realtime/messages"),
         ("get", "/api/realtime/messages/stats"),
+        ("get", "/api/realtime/permissions"),
         ("patch", "/api/realtime/config"),
         ("post", "/api/realtime/channels"),
+        ("post", "/api/realtime/permissions"),
         ("put", "/api/realtime/channels/{id}"),
     ];
     let expected: Vec<(String, String)> = expected
@@ -423,7 +426,10 @@ async fn the_openapi_document_lists_every_route_and_every_listed_route_answers()
     // Every documented route is served (never 404 for the route or 405).
     for (method, path) in &listed {
         let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
-        let path = path.replace("{id}", "00000000-0000-0000-0000-000000000000");
+        let path = path
+            .replace("{id}", "00000000-0000-0000-0000-000000000000")
+            .replace("{command}", "subscribe")
+            .replace("{name}", "none");
         let (status, body) = admin(&herald, method.clone(), &path, Some(json!({}))).await;
         assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
         assert!(

@@ -11,6 +11,7 @@
 
 pub mod messages;
 pub mod pattern;
+pub mod policies;
 #[doc(hidden)]
 pub mod testing;
 

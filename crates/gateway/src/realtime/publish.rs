@@ -63,6 +63,11 @@ impl Session {
         // The app's publish rules refuse before anything is charged.
         may_publish(&self.app.config, &self.identity, channel)?;
         let key = self.resolve(channel, Operation::Publish).await?;
+        let message = crate::permissions::MessageView {
+            event: event.as_deref().unwrap_or("message"),
+            payload: payload.get(),
+        };
+        self.permit(&key, "publish", Some(message))?;
         if self.app.config.publish_requires_subscription
             && !self.state.node.is_subscribed(&key, &self.conn)
         {

@@ -181,6 +181,40 @@ impl Session {
             .map(|(key, _)| key)
     }
 
+    /// Checks the app's permission policies for `command` on a global
+    /// channel with a definition in the store (`permissions.rs`).
+    pub(super) fn permit(
+        &self,
+        key: &ChannelKey,
+        command: &str,
+        message: Option<crate::permissions::MessageView<'_>>,
+    ) -> Result<(), ErrorBody> {
+        if !key.global() || matches!(self.identity, Identity::System) {
+            return Ok(());
+        }
+        let Some(policies) = self.state.definitions.policies(self.app.id()) else {
+            return Ok(());
+        };
+        let list = match command {
+            "subscribe" => &policies.subscribe,
+            _ => &policies.publish,
+        };
+        if list.is_empty() {
+            return Ok(());
+        }
+        let Some(def) = self.state.definitions.governing(self.app.id(), key.name()) else {
+            return Ok(());
+        };
+        crate::permissions::check(
+            list,
+            &self.identity,
+            command,
+            key.name(),
+            &def.pattern,
+            message,
+        )
+    }
+
     /// Leaves a channel on the node (presence and hub); failures are
     /// logged, as there is no one left to tell.
     pub(super) async fn leave(&self, key: &ChannelKey) {

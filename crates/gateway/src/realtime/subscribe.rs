@@ -38,6 +38,7 @@ impl Session {
         render: impl FnOnce(Subscribed<'_>) -> Option<EncodedFrame>,
     ) -> Result<(), ErrorBody> {
         let key = self.resolve(channel, Operation::Subscribe).await?;
+        self.permit(&key, "subscribe", None)?;
         let slot = (channel.channel.clone(), channel.global);
         match self.subscriptions.get(&slot) {
             Some(existing) if *existing == key => {}
