@@ -746,3 +746,204 @@ async fn a_worker_killed_mid_stream_loses_nothing() {
         "{n} messages; the killed worker had delivered {by_first} when {hits_at_kill} requests had arrived; {repeats} delivered again after the kill (same webhook-id)"
     );
 }
+
+/// Entries a worker read and never acknowledged (it died between reading
+/// and writing the rows) are claimed by another worker after the idle time.
+#[tokio::test]
+async fn entries_a_dead_worker_read_are_claimed_and_logged() {
+    let redis = RedisServer::start();
+    let pg = herald_store::testing::PostgresServer::start();
+    let settings = format!(
+        "database_url = \"{}\"\nworker = false\n{}",
+        pg.url(),
+        apps()
+    );
+    let gateway = Herald::start_clustered_config(&redis.url(), &settings).await;
+    define(&gateway, "task:%", &[]).await;
+    let stream = "herald:{dispatch:hooks}:q";
+    redis.cli(&["XGROUP", "CREATE", stream, "workers", "0", "MKSTREAM"]);
+    let n = 50;
+    for i in 0..n {
+        publish(&gateway, "task:1", "run", json!({"i": i})).await;
+    }
+    // A consumer of the group reads every entry and dies.
+    let read = redis.cli(&[
+        "XREADGROUP",
+        "GROUP",
+        "workers",
+        "dead",
+        "COUNT",
+        "1000",
+        "STREAMS",
+        stream,
+        ">",
+    ]);
+    assert_eq!(read.matches("\"i\"").count(), n, "{read}");
+    assert_eq!(messages(&gateway, "").await.1, 0, "nothing logged yet");
+    let config = format!("dispatch_claim_idle_ms = 500\n{}", apps());
+    let worker = Worker::start(&config, &redis.url(), &pg.url()).await;
+    eventually(Duration::from_secs(15), "every row", || async {
+        let (_, total) = messages(&gateway, "").await;
+        (total == n as i64)
+            .then_some(())
+            .ok_or(format!("{total} rows"))
+    })
+    .await;
+    let metrics = reqwest::get(format!("http://{}/metrics", worker.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        common::metric(&metrics, "herald_dispatch_claimed_total"),
+        n as f64
+    );
+    // Done and deleted: the stream is empty.
+    eventually(Duration::from_secs(5), "stream emptied", || async {
+        let len = redis.cli(&["XLEN", stream]);
+        (len.trim() == "0").then_some(()).ok_or(len)
+    })
+    .await;
+}
+
+/// Redis killed and restarted (with its append-only file) while messages
+/// are published: publishes fail loudly during the outage, and every
+/// publish that was accepted has its row.
+#[tokio::test]
+async fn redis_restarted_mid_stream_loses_no_accepted_message() {
+    let mut redis = RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "always"]);
+    let pg = herald_store::testing::PostgresServer::start();
+    let settings = format!("database_url = \"{}\"\n{}", pg.url(), apps());
+    let gateway = Herald::start_clustered_config(&redis.url(), &settings).await;
+    define(&gateway, "feed:%", &[]).await;
+    let (mut accepted, mut failed) = (Vec::new(), 0usize);
+    let client = reqwest::Client::new();
+    for i in 0..300 {
+        if i == 100 {
+            redis.kill();
+        }
+        if i == 110 {
+            redis.restart();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let response = client
+            .post(gateway.http("/api/v1/publish/global"))
+            .header("Authorization", format!("Bearer {KEY}"))
+            .json(&json!({"channel": "feed:1", "event": "tick", "payload": {"i": i}}))
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap();
+        if status == 200 {
+            accepted.push(body["eventId"].as_str().unwrap().to_owned());
+        } else {
+            assert_eq!(
+                body["errors"][0]["code"], "PUBLISH_FAILED",
+                "{status} {body}"
+            );
+            failed += 1;
+        }
+    }
+    assert!(failed >= 5, "the outage was seen: {failed} failed");
+    assert!(
+        accepted.len() >= 150,
+        "publishing resumed: {} accepted",
+        accepted.len()
+    );
+    eventually(
+        Duration::from_secs(30),
+        "a row for every accepted publish",
+        || async {
+            let (rows, _) = messages(&gateway, "?limit=1000").await;
+            let ids: std::collections::HashSet<&str> =
+                rows.iter().map(|r| r["id"].as_str().unwrap()).collect();
+            let missing = accepted
+                .iter()
+                .filter(|id| !ids.contains(id.as_str()))
+                .count();
+            (missing == 0)
+                .then_some(())
+                .ok_or(format!("{missing} accepted publishes without a row"))
+        },
+    )
+    .await;
+    let (_, total) = messages(&gateway, "").await;
+    assert!(
+        total as usize <= accepted.len() + failed,
+        "{total} rows for {} accepted and {failed} failed",
+        accepted.len()
+    );
+    eprintln!(
+        "{} accepted, {failed} refused during the outage, {total} rows",
+        accepted.len()
+    );
+}
+
+/// Retention across a cluster: rows older than `retentionDays` go (in
+/// batches), younger ones stay, and one gateway does the deleting.
+#[tokio::test]
+async fn retention_deletes_old_rows_once_across_a_cluster() {
+    let redis = RedisServer::start();
+    let pg = herald_store::testing::PostgresServer::start();
+    let settings = format!(
+        "database_url = \"{}\"\nretention_interval_seconds = 1\n{}",
+        pg.url(),
+        apps()
+    );
+    let a = Herald::start_clustered_config(&redis.url(), &settings).await;
+    let b = Herald::start_clustered_config(&redis.url(), &settings).await;
+    define(&a, "old:%", &[]).await;
+    // 2,500 rows from three days ago, written as a worker writes them.
+    let store = herald_store::Store::connect(&pg.url()).await.unwrap();
+    let three_days_ago = common::now_secs() as i64 * 1000 - 3 * 86_400_000;
+    let old: Vec<herald_store::messages::NewMessage> = (0..2500)
+        .map(|i| herald_store::messages::NewMessage {
+            id: format!("old-{i}"),
+            app: "hooks".into(),
+            event_name: "past".into(),
+            channel_id: None,
+            channel_name: "old:1".into(),
+            payload: "{}".into(),
+            sender_type: "system".into(),
+            sender_id: None,
+            webhook_urls: Vec::new(),
+            trace: None,
+            created_at_ms: three_days_ago + i,
+        })
+        .collect();
+    store.log_messages(&old).await.unwrap();
+    for i in 0..5 {
+        publish(&a, "old:1", "now", json!({"i": i})).await;
+    }
+    eventually(WAIT, "all rows", || async {
+        let (_, total) = messages(&a, "").await;
+        (total == 2505).then_some(()).ok_or(format!("{total}"))
+    })
+    .await;
+    let (status, _, _) = admin(
+        &a,
+        reqwest::Method::PATCH,
+        "/api/realtime/config",
+        Some(json!({"retentionDays": 2})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    eventually(Duration::from_secs(15), "old rows deleted", || async {
+        let (rows, total) = messages(&b, "").await;
+        if total != 5 {
+            return Err(format!("{total} rows"));
+        }
+        match rows.iter().find(|r| r["eventName"] != "now") {
+            Some(r) => Err(r.to_string()),
+            None => Ok(()),
+        }
+    })
+    .await;
+    let deleted = |text: String| common::metric(&text, "herald_retention_deleted_total");
+    let (da, db) = (deleted(a.metrics().await), deleted(b.metrics().await));
+    assert_eq!(da + db, 2500.0, "each row deleted once: {da} + {db}");
+    assert!(da == 0.0 || db == 0.0, "one deleter: {da} and {db}");
+}
