@@ -79,18 +79,31 @@ def main():
     env = {e["name"]: e for e in container["env"]}
     assert "HERALD_REDIS_URL" not in env  # embedded without a Redis URL
 
+    assert "HERALD_WORKER" not in env  # the gateway runs its own workers
+
     docs = render(cluster)
-    assert kinds(docs) == ["Deployment", "HorizontalPodAutoscaler", "Ingress", "PodDisruptionBudget", "Secret", "Service"], kinds(docs)
+    assert kinds(docs) == ["Deployment", "Deployment", "HorizontalPodAutoscaler", "Ingress", "PodDisruptionBudget", "Secret", "Service"], kinds(docs)
     n += validate(docs)
-    env = {e["name"] for e in next(d for _, d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]}
-    assert {"HERALD_REDIS_URL", "HERALD_DATABASE_URL", "HERALD_CONFIG"} <= env, env
+    deployments = {d["metadata"]["name"]: d for _, d in docs if d["kind"] == "Deployment"}
+    gateway = next(d for name, d in deployments.items() if not name.endswith("-worker"))
+    worker = next(d for name, d in deployments.items() if name.endswith("-worker"))
+    env = {e["name"]: e for e in gateway["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert {"HERALD_REDIS_URL", "HERALD_DATABASE_URL", "HERALD_CONFIG"} <= set(env), env
+    assert env["HERALD_WORKER"]["value"] == "false", env
+    worker_pod = worker["spec"]["template"]["spec"]["containers"][0]
+    assert worker_pod["args"][0] == "worker", worker_pod["args"]
+    assert {"HERALD_REDIS_URL", "HERALD_DATABASE_URL"} <= {e["name"] for e in worker_pod["env"]}
+    # The gateways' Service never selects worker pods.
+    service = next(d for _, d in docs if d["kind"] == "Service")
+    worker_labels = worker["spec"]["template"]["metadata"]["labels"]
+    assert not all(worker_labels.get(k) == v for k, v in service["spec"]["selector"].items()), service["spec"]["selector"]
     hpa = next(d for _, d in docs if d["kind"] == "HorizontalPodAutoscaler")
     assert len(hpa["spec"]["metrics"]) == 2
 
     # Bad values fail at install.
     for bad in [{"replicaCount": "two"}, {"replicaCount": 0}, {"unknownKey": 1},
                 {"redis": {"url": "http://not-redis"}}, {"service": {"port": 70000}},
-                {"image": {"repository": "", "tag": "x"}}]:
+                {"image": {"repository": "", "tag": "x"}}, {"worker": {"replicas": 0}}]:
         try:
             helm.Chart.load(str(CHART)).validate_schema(bad)
         except helm.HelmError:

@@ -83,8 +83,8 @@ pub struct Dispatch<'a> {
 #[async_trait]
 pub trait Backplane: Send + Sync + 'static {
     /// Numbers, keeps (per `retention`) and delivers a publication, and
-    /// appends it to the dispatch stream when `dispatch` says so (a
-    /// backplane without one leaves that to its caller).
+    /// appends it to the dispatch stream when `dispatch` says so (the
+    /// embedded backplane has none: its caller writes the log).
     async fn publish(
         &self,
         key: &ChannelKey,
@@ -148,7 +148,7 @@ impl Backplane for MemoryBackplane {
         publication: Arc<Publication>,
         retention: Retention,
         idempotency: Option<Idempotency<'_>>,
-        _dispatch: Option<Dispatch<'_>>,
+        dispatch: Option<Dispatch<'_>>,
         now_ms: u64,
     ) -> Result<Published, BackplaneError> {
         let id = key.id();
@@ -173,8 +173,11 @@ impl Backplane for MemoryBackplane {
             self.hub.deliver_publication(id, &publication, position);
         }
         if let (Some(seen_key), Some(idempotency)) = (seen_key, idempotency) {
+            // A logged publication went somewhere (the log) even with no
+            // listener: a repeat answers with its id.
+            let went = position.is_some() || dispatch.is_some();
             let original = Original {
-                message_id: position.as_ref().map(|_| publication.message_id.clone()),
+                message_id: went.then(|| publication.message_id.clone()),
                 timestamp_ms: now_ms,
             };
             let expires = now_ms + idempotency.window.as_millis() as u64;

@@ -12,6 +12,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
+/// How long a worker that read less than a batch waits for more before
+/// writing: at most this much added to a message's way into the log.
+const LINGER: Duration = Duration::from_millis(25);
+
 /// How a stream worker runs.
 #[derive(Debug, Clone)]
 pub struct StreamOptions {
@@ -83,7 +87,7 @@ pub async fn run(
                 read = reader.read(&app, options.batch, 500) => read,
             }
         };
-        let entries = match read {
+        let mut entries = match read {
             Ok(entries) => entries,
             Err(e) => {
                 stats.stream_errors.fetch_add(1, Ordering::Relaxed);
@@ -97,6 +101,19 @@ pub async fn run(
         };
         if entries.is_empty() {
             continue;
+        }
+        if !claim_due && (entries.len() as u64) < options.batch {
+            // A trickle: let more gather, so each transaction (and its
+            // commit) carries a batch rather than a message or two.
+            if pause(&stop, LINGER).await {
+                return;
+            }
+            if let Ok(more) = reader
+                .read(&app, options.batch - entries.len() as u64, 0)
+                .await
+            {
+                entries.extend(more);
+            }
         }
         match take(&app, &entries, &store, &stats).await {
             Ok(()) => {

@@ -8,9 +8,7 @@
 //! lost).
 
 use crate::sign::Secret;
-use crate::stream::pause;
 use crate::Stats;
-use futures_util::stream::{self, StreamExt};
 use herald_store::messages::{Delivery, Outcome};
 use herald_store::Store;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
@@ -149,48 +147,62 @@ pub async fn run(
         }
     };
     // Longer than an attempt (and its record) can take.
+    // Longer than an attempt (and its record) can take.
     let lease = options.timeout * 2 + Duration::from_secs(5);
     let options = Arc::new(options);
-    while !stop.is_cancelled() {
-        let now = now_ms();
-        let due = store
-            .claim_deliveries(
-                now,
-                now + lease.as_millis() as i64,
-                options.concurrency as u32 * 2,
-            )
-            .await;
-        let due = match due {
-            Ok(due) => due,
-            Err(e) => {
-                stats.store_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %e, "cannot read due webhook deliveries");
-                if pause(&stop, Duration::from_secs(1)).await {
-                    return;
-                }
-                continue;
-            }
-        };
-        if due.is_empty() {
-            if pause(&stop, Duration::from_millis(100)).await {
-                return;
-            }
-            continue;
-        }
-        stream::iter(due)
-            .for_each_concurrent(options.concurrency, |delivery| {
-                let (client, store, options, stats) = (&client, &store, &options, &stats);
-                async move {
-                    let outcome = attempt(client, options, &delivery).await;
-                    count(stats, &outcome);
-                    if let Err(e) = store.record_attempt(&delivery, &outcome).await {
-                        // The lease runs out and the delivery is tried again.
-                        stats.store_errors.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(error = %e, delivery = delivery.id, "cannot record a webhook attempt");
+    // Attempts in flight; more are leased only as slots free up, so a slow
+    // receiver holds one slot, not the whole sender, and nothing leased
+    // waits in a queue while its lease runs.
+    let mut inflight = tokio::task::JoinSet::new();
+    loop {
+        let free = options.concurrency.saturating_sub(inflight.len());
+        let mut claimed = 0;
+        if free > 0 && !stop.is_cancelled() {
+            let now = now_ms();
+            match store
+                .claim_deliveries(now, now + lease.as_millis() as i64, free as u32)
+                .await
+            {
+                Ok(due) => {
+                    claimed = due.len();
+                    for delivery in due {
+                        let (client, store, options, stats) = (
+                            client.clone(),
+                            store.clone(),
+                            Arc::clone(&options),
+                            Arc::clone(&stats),
+                        );
+                        inflight.spawn(async move {
+                            let outcome = attempt(&client, &options, &delivery).await;
+                            count(&stats, &outcome);
+                            if let Err(e) = store.record_attempt(&delivery, &outcome).await {
+                                // The lease runs out and the delivery is tried again.
+                                stats.store_errors.fetch_add(1, Ordering::Relaxed);
+                                tracing::warn!(error = %e, delivery = delivery.id, "cannot record a webhook attempt");
+                            }
+                        });
                     }
                 }
-            })
-            .await;
+                Err(e) => {
+                    stats.store_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, "cannot read due webhook deliveries");
+                }
+            }
+        }
+        if stop.is_cancelled() {
+            // Let the attempts in flight finish and be recorded.
+            while inflight.join_next().await.is_some() {}
+            return;
+        }
+        if claimed > 0 && inflight.len() < options.concurrency {
+            continue;
+        }
+        // Wait for a slot, or for more to come due.
+        tokio::select! {
+            _ = stop.cancelled() => {}
+            Some(_) = inflight.join_next(), if !inflight.is_empty() => {}
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
     }
 }
 

@@ -947,3 +947,34 @@ async fn retention_deletes_old_rows_once_across_a_cluster() {
     assert_eq!(da + db, 2500.0, "each row deleted once: {da} + {db}");
     assert!(da == 0.0 || db == 0.0, "one deleter: {da} and {db}");
 }
+
+/// On Redis Cluster the dispatch stream is in another slot than the
+/// channel: appended by its own script, read by the workers all the same.
+#[tokio::test]
+async fn messages_are_logged_over_redis_cluster() {
+    let cluster = common::redis::RedisCluster::start();
+    let pg = herald_store::testing::PostgresServer::start();
+    let receiver = Receiver::start(Arc::new(|_, _| Answer::Status(200)), Duration::ZERO).await;
+    let settings = format!("database_url = \"{}\"\n{}", pg.url(), apps());
+    let a = Herald::start_clustered_config(&cluster.url(), &settings).await;
+    let b = Herald::start_clustered_config(&cluster.url(), &settings).await;
+    define(&a, "order:%", &[receiver.url("/c")]).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let n = 40;
+    for i in 0..n {
+        let gw = if i % 2 == 0 { &a } else { &b };
+        publish(gw, &format!("order:{}", i % 7), "created", json!({"i": i})).await;
+    }
+    eventually(Duration::from_secs(20), "rows and deliveries", || async {
+        let (rows, total) = messages(&b, "").await;
+        if total != n as i64 {
+            return Err(format!("{total} rows"));
+        }
+        match rows.iter().find(|r| r["whDeliveredCount"] != 1) {
+            Some(r) => Err(r.to_string()),
+            None => Ok(()),
+        }
+    })
+    .await;
+    assert_eq!(receiver.delivered().len(), n);
+}

@@ -60,7 +60,7 @@ impl DispatchReader {
     }
 
     /// New entries of `app`'s stream for this consumer: at most `count`,
-    /// waiting at most `block_ms` for the first.
+    /// waiting at most `block_ms` for the first (0: not waiting).
     pub async fn read(&self, app: &str, count: u64, block_ms: u64) -> RedisResult<Vec<Entry>> {
         let stream = keys::dispatch(app);
         let read: Result<Value, _> = self
@@ -70,7 +70,7 @@ impl DispatchReader {
                 GROUP,
                 self.consumer.as_str(),
                 Some(count),
-                Some(block_ms),
+                (block_ms > 0).then_some(block_ms),
                 false,
                 stream.as_str(),
                 ">",

@@ -12,6 +12,13 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "herald.selector" -}}
 app.kubernetes.io/name: {{ .Chart.Name }}
 app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: gateway
+{{- end -}}
+
+{{- define "herald.workerSelector" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: worker
 {{- end -}}
 
 {{- define "herald.secretName" -}}

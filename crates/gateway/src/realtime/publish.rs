@@ -176,12 +176,12 @@ pub async fn publish(
         definition: d.id,
         urls: d.webhook_urls,
     });
-    let head_json = match (&head, &state.config.redis_url) {
-        (Some(head), Some(_)) => Some(serde_json::to_string(head).map_err(|e| {
+    let head_json = match &head {
+        Some(head) => Some(serde_json::to_string(head).map_err(|e| {
             tracing::error!(error = %e, "dispatch head not encodable");
             error(ErrorCode::PublishFailed, "")
         })?),
-        _ => None,
+        None => None,
     };
     let dispatch = head_json.as_deref().map(|head| Dispatch {
         app: app.id(),
@@ -225,7 +225,7 @@ pub async fn publish(
     }
     // Embedded: the log row and webhook deliveries are written before the
     // publisher is answered (a cluster's went into the dispatch stream).
-    if let (Some(head), Some(log), None) = (head.clone(), &state.embedded_log, &dispatch) {
+    if let (Some(head), Some(log)) = (head.clone(), &state.embedded_log) {
         log.log(herald_dispatch::message(app.id(), head, &publication))
             .await
             .map_err(|e| {
