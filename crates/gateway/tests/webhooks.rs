@@ -978,3 +978,50 @@ async fn messages_are_logged_over_redis_cluster() {
     .await;
     assert_eq!(receiver.delivered().len(), n);
 }
+
+/// Embedded with a `data_dir`: the log and the pending deliveries are in
+/// SQLite, so a restart loses neither; a delivery still failing when the
+/// gateway stops is made after it starts again.
+#[tokio::test]
+async fn an_embedded_restart_loses_no_row_and_no_pending_delivery() {
+    let accept = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let open = Arc::clone(&accept);
+    let script: Script = Arc::new(move |_, _| {
+        if open.load(std::sync::atomic::Ordering::SeqCst) {
+            Answer::Status(200)
+        } else {
+            Answer::Status(503)
+        }
+    });
+    let receiver = Receiver::start(script, Duration::ZERO).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "data_dir = \"{}\"\n[webhooks]\nallow_private_targets = true\nretry_seconds = [0, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3]\n{}",
+        dir.path().display(),
+        apps()
+    );
+    let herald = Herald::start_config(&config).await;
+    define(&herald, "keep:%", &[receiver.url("/k")]).await;
+    for i in 0..5 {
+        publish(&herald, "keep:1", "e", json!({"i": i})).await;
+    }
+    eventually(WAIT, "first attempts refused", || async {
+        let hits = receiver.hits().len();
+        (hits >= 5).then_some(()).ok_or(format!("{hits}"))
+    })
+    .await;
+    let herald = herald.restart().await;
+    accept.store(true, std::sync::atomic::Ordering::SeqCst);
+    eventually(Duration::from_secs(15), "delivered after the restart", || async {
+        let (rows, total) = messages(&herald, "").await;
+        if total != 5 {
+            return Err(format!("{total} rows"));
+        }
+        match rows.iter().find(|r| r["whDeliveredCount"] != 1) {
+            Some(r) => Err(r.to_string()),
+            None => Ok(()),
+        }
+    })
+    .await;
+    assert_eq!(receiver.delivered().len(), 5);
+}
