@@ -585,13 +585,13 @@ impl Worker {
     }
 }
 
-/// How many messages the cluster tests publish (1,000 at full size:
-/// `HERALD_WEBHOOK_MESSAGES=1000`).
+/// How many messages the cluster tests publish (1,000; set
+/// `HERALD_WEBHOOK_MESSAGES` to change it).
 fn message_count() -> usize {
     std::env::var("HERALD_WEBHOOK_MESSAGES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(300)
+        .unwrap_or(1000)
 }
 
 #[tokio::test]
