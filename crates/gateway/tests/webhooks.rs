@@ -1012,16 +1012,20 @@ async fn an_embedded_restart_loses_no_row_and_no_pending_delivery() {
     .await;
     let herald = herald.restart().await;
     accept.store(true, std::sync::atomic::Ordering::SeqCst);
-    eventually(Duration::from_secs(15), "delivered after the restart", || async {
-        let (rows, total) = messages(&herald, "").await;
-        if total != 5 {
-            return Err(format!("{total} rows"));
-        }
-        match rows.iter().find(|r| r["whDeliveredCount"] != 1) {
-            Some(r) => Err(r.to_string()),
-            None => Ok(()),
-        }
-    })
+    eventually(
+        Duration::from_secs(15),
+        "delivered after the restart",
+        || async {
+            let (rows, total) = messages(&herald, "").await;
+            if total != 5 {
+                return Err(format!("{total} rows"));
+            }
+            match rows.iter().find(|r| r["whDeliveredCount"] != 1) {
+                Some(r) => Err(r.to_string()),
+                None => Ok(()),
+            }
+        },
+    )
     .await;
     assert_eq!(receiver.delivered().len(), 5);
 }
