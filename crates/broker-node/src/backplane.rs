@@ -38,6 +38,9 @@ pub struct BackplaneStats {
     pub lagged: AtomicU64,
     /// Messages that could not be read and were dropped (and logged).
     pub malformed: AtomicU64,
+    /// Round trips of the backplane's probe (publish to itself and receive
+    /// it back): what one Redis round trip costs this gateway.
+    pub probe: crate::latency::Latency,
 }
 
 /// What a publish did.

@@ -50,6 +50,9 @@ struct Entry {
 pub struct FanoutStats {
     pub delivered: AtomicU64,
     pub slow_consumers: AtomicU64,
+    /// From a publication's timestamp (when it was accepted, on whichever
+    /// gateway) to its fan-out here.
+    pub latency: crate::latency::Latency,
 }
 
 /// Most messages whose audience a hub holds before they are taken;
@@ -249,6 +252,10 @@ impl Hub {
         let sockets = self.fan_out(key_id, Some(position.offset), |key, codec| {
             codec.publication(key, publication, position)
         });
+        if sockets > 0 {
+            let age_ms = herald_protocol::now_ms().saturating_sub(publication.timestamp_ms);
+            self.stats.latency.observe(age_ms as f64 / 1000.0);
+        }
         if publication.logged && sockets > 0 {
             self.audience.add(&publication.message_id, sockets);
         }

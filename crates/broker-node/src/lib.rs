@@ -24,6 +24,7 @@ pub mod backplane;
 pub mod codec;
 pub mod hub;
 pub mod key;
+pub mod latency;
 pub mod node;
 pub mod outbound;
 pub mod presence;

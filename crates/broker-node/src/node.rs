@@ -242,6 +242,11 @@ impl Node {
         self.hub.audience.take()
     }
 
+    /// Publish-to-fan-out latency on this node.
+    pub fn fanout_latency(&self) -> crate::latency::Snapshot {
+        self.hub.stats.latency.snapshot()
+    }
+
     pub fn backplane_stats(&self) -> &BackplaneStats {
         &self.stats
     }

@@ -124,10 +124,14 @@ impl Metrics {
         for code in ErrorCode::ALL {
             m.errors.with_label_values(&[code.as_str()]);
         }
+        let m_node = Arc::clone(&node);
         let _ = m.registry.register(Box::new(NodeCollector::new(node)));
         let _ = m
             .registry
             .register(Box::new(DispatchCollector::new(dispatch)));
+        let _ = m
+            .registry
+            .register(Box::new(LatencyCollector::new(Arc::clone(&m_node))));
         m
     }
 
@@ -405,4 +409,71 @@ pub fn render(registry: &Registry) -> String {
     let mut out = Vec::new();
     let _ = TextEncoder::new().encode(&registry.gather(), &mut out);
     String::from_utf8(out).unwrap_or_default()
+}
+
+/// The node's latency histograms, read at scrape time.
+struct LatencyCollector {
+    node: Arc<Node>,
+    descs: Vec<Desc>,
+}
+
+const FANOUT_LATENCY: (&str, &str) = (
+    "herald_fanout_latency_seconds",
+    "From a publication's acceptance (its timestamp, on whichever gateway) to its fan-out on this gateway; across gateways it includes their clock difference",
+);
+const PROBE_LATENCY: (&str, &str) = (
+    "herald_backplane_probe_seconds",
+    "Round trips of the backplane probe (a publish to this gateway's own topic, received back): one Redis round trip as this gateway sees it",
+);
+
+impl LatencyCollector {
+    fn new(node: Arc<Node>) -> Self {
+        let descs = [FANOUT_LATENCY, PROBE_LATENCY]
+            .iter()
+            .filter_map(|(name, help)| Opts::new(*name, *help).describe().ok())
+            .collect();
+        LatencyCollector { node, descs }
+    }
+}
+
+fn histogram_family(
+    (name, help): (&str, &str),
+    s: herald_broker_node::latency::Snapshot,
+) -> MetricFamily {
+    use prometheus::proto;
+    let mut h = proto::Histogram::default();
+    h.set_sample_count(s.count);
+    h.set_sample_sum(s.sum);
+    let buckets = herald_broker_node::latency::BOUNDS
+        .iter()
+        .zip(&s.cumulative)
+        .map(|(bound, count)| {
+            let mut b = proto::Bucket::default();
+            b.set_upper_bound(*bound);
+            b.set_cumulative_count(*count);
+            b
+        })
+        .collect();
+    h.set_bucket(buckets);
+    let mut metric = proto::Metric::default();
+    metric.set_histogram(h);
+    let mut family = MetricFamily::default();
+    family.set_name(name.to_owned());
+    family.set_help(help.to_owned());
+    family.set_field_type(proto::MetricType::HISTOGRAM);
+    family.set_metric(vec![metric]);
+    family
+}
+
+impl Collector for LatencyCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        vec![
+            histogram_family(FANOUT_LATENCY, self.node.fanout_latency()),
+            histogram_family(PROBE_LATENCY, self.node.backplane_stats().probe.snapshot()),
+        ]
+    }
 }

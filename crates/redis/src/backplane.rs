@@ -105,8 +105,12 @@ async fn watch(redis: Arc<Redis>, stats: Arc<BackplaneStats>, probe: Arc<Probe>,
         tick.tick().await;
         let nonce = rand::random::<u64>();
         let seen = probe.expect(nonce);
+        let started = std::time::Instant::now();
         let sent = redis.publish_raw(&topic, format!("probe {nonce}")).await;
         let back = sent.is_ok() && tokio::time::timeout(PROBE_WAIT, seen).await.is_ok();
+        if back {
+            stats.probe.observe(started.elapsed().as_secs_f64());
+        }
         let was_ready = stats.ready.swap(back, Ordering::Relaxed);
         if back {
             if !was_ready {
