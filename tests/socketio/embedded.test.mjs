@@ -448,6 +448,20 @@ test("permission policies allow and deny subscribe and publish by role and condi
     const list = await admin(URL_A, "GET", "/api/realtime/permissions");
     assert.equal(list.body.subscribe.policies[0].tableName, "channels");
     assert.equal(list.body.publish.policies[0].command, "INSERT");
+
+    // A policy change reaches sockets already subscribed: when the only
+    // subscribe policy becomes admins-only, ann's subscription ends.
+    const lost = next(user, "realtime:error", 3000);
+    await policy({ command: "subscribe", policyName: "admins", roles: ["project_admin"] });
+    const removed = await admin(URL_A, "DELETE", "/api/realtime/permissions/subscribe/own%20desk");
+    assert.equal(removed.status, 200);
+    made.splice(made.indexOf("subscribe/own%20desk"), 1);
+    const e = await lost;
+    assert.equal(e.code, "REALTIME_UNAUTHORIZED");
+    assert.equal(e.channel, "desk:ann");
+    await publishGlobal(URL_A, "desk:ann", "note", { text: "after" });
+    await sleep(300);
+    assert.equal(seen.length, 1, "nothing more after the policy change");
   } finally {
     for (const m of made) await admin(URL_A, "DELETE", `/api/realtime/permissions/${m}`);
     await admin(URL_A, "DELETE", `/api/realtime/channels/${def.body.id}`);

@@ -108,6 +108,11 @@ pub trait Backplane: Send + Sync + 'static {
     /// `subscribe`; the backplane counts).
     async fn unsubscribe(&self, key: &ChannelKey) -> Result<(), BackplaneError>;
 
+    /// Forgets a publish's idempotency key, so that a retry with it
+    /// publishes again: for a publish whose later step (its log row)
+    /// failed after the key was recorded.
+    async fn forget(&self, _key: &ChannelKey, _idempotency: Idempotency<'_>) {}
+
     /// Whether the backplane is connected and known to deliver.
     fn ready(&self) -> bool {
         true
@@ -199,6 +204,12 @@ impl Backplane for MemoryBackplane {
 
     async fn unsubscribe(&self, _key: &ChannelKey) -> Result<(), BackplaneError> {
         Ok(())
+    }
+
+    async fn forget(&self, key: &ChannelKey, idempotency: Idempotency<'_>) {
+        self.seen
+            .lock()
+            .remove(&(key.id().to_owned(), idempotency.key.to_owned()));
     }
 
     /// Forgets idempotency keys past their window, and idle streams.

@@ -68,6 +68,13 @@ pub struct Audience {
 }
 
 impl Audience {
+    /// Puts counts back that could not be reported (to try again).
+    pub fn restore(&self, counts: Vec<(String, u64)>) {
+        for (id, n) in counts {
+            self.add(&id, n as usize);
+        }
+    }
+
     fn add(&self, message_id: &str, sockets: usize) {
         let mut counts = self.counts.lock();
         if let Some(n) = counts.get_mut(message_id) {

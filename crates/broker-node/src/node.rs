@@ -242,6 +242,19 @@ impl Node {
         self.hub.audience.take()
     }
 
+    /// Audience counts that could not be reported, to report later.
+    pub fn restore_audience(&self, counts: Vec<(String, u64)>) {
+        self.hub.audience.restore(counts);
+    }
+
+    /// Audience counts dropped because too many waited to be reported.
+    pub fn audience_dropped(&self) -> u64 {
+        self.hub
+            .audience
+            .dropped
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Publish-to-fan-out latency on this node.
     pub fn fanout_latency(&self) -> crate::latency::Snapshot {
         self.hub.stats.latency.snapshot()
@@ -429,6 +442,11 @@ impl Node {
             .backplane
             .publish(key, publication, retention, idempotency, dispatch, now_ms)
             .await?)
+    }
+
+    /// See [`Backplane::forget`].
+    pub async fn forget_idempotency(&self, key: &ChannelKey, idempotency: Idempotency<'_>) {
+        self.backplane.forget(key, idempotency).await;
     }
 
     pub async fn presence(&self, key: &ChannelKey) -> Result<Vec<Member>, NodeError> {

@@ -48,6 +48,9 @@ pub async fn once(
     if !store.lease(LEASE, holder, now_ms() + lease_ms).await? {
         return Ok(0);
     }
+    // Counts reported for messages that never got a row (their entry was
+    // lost with a Redis restarted empty, say) go after a day.
+    store.sweep_audience(now_ms() - 86_400_000).await?;
     let mut total = 0;
     for app in apps {
         let Some(days) = store.settings(app).await?.retention_days else {
@@ -61,8 +64,11 @@ pub async fn once(
             if n < u64::from(BATCH) {
                 break;
             }
-            // Renew the lease between batches of a long pass.
-            store.lease(LEASE, holder, now_ms() + lease_ms).await?;
+            // Renew the lease between batches of a long pass; a runner
+            // that lost it stops.
+            if !store.lease(LEASE, holder, now_ms() + lease_ms).await? {
+                return Ok(total);
+            }
         }
     }
     if total > 0 {

@@ -177,8 +177,15 @@ pub async fn watch_depth(
     stats: Arc<Stats>,
     stop: CancellationToken,
 ) {
-    let Ok(reader) = DispatchReader::connect(&redis_url, "depth").await else {
-        return;
+    let reader = loop {
+        match DispatchReader::connect(&redis_url, "depth").await {
+            Ok(reader) => break reader,
+            Err(_) => {
+                if pause(&stop, Duration::from_secs(2)).await {
+                    return;
+                }
+            }
+        }
     };
     loop {
         let now = std::time::SystemTime::now()

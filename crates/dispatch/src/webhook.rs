@@ -59,13 +59,26 @@ pub fn is_private(ip: IpAddr) -> bool {
                 || v4.is_broadcast()
                 || v4.is_multicast()
                 || o[0] == 0
+                || o[0] >= 240
                 || (o[0] == 100 && (o[1] & 0xc0) == 64)
+                || (o[0] == 198 && (o[1] & 0xfe) == 18)
+                || (o[0] == 192 && o[1] == 0 && o[2] == 0)
         }
         IpAddr::V6(v6) => {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return is_private(IpAddr::V4(v4));
             }
             let s = v6.segments();
+            // NAT64 (64:ff9b::/96) and 6to4 (2002::/16) carry an IPv4
+            // address: judged by it.
+            let embedded =
+                |a: u16, b: u16| IpAddr::from([(a >> 8) as u8, a as u8, (b >> 8) as u8, b as u8]);
+            if s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0, 0, 0, 0] {
+                return is_private(embedded(s[6], s[7]));
+            }
+            if s[0] == 0x2002 {
+                return is_private(embedded(s[1], s[2]));
+            }
             v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
@@ -102,6 +115,9 @@ pub fn check_url(url: &str, allow_private: bool) -> Result<(), String> {
     }
 }
 
+/// What the resolver says when a name has only private addresses.
+const PRIVATE_ONLY: &str = "resolves only to private or loopback addresses";
+
 /// Resolves names, refusing addresses in private ranges (so a public name
 /// that resolves to a private address is refused too).
 struct PublicOnly;
@@ -114,11 +130,7 @@ impl Resolve for PublicOnly {
             let public: Vec<SocketAddr> =
                 found.into_iter().filter(|a| !is_private(a.ip())).collect();
             if public.is_empty() {
-                return Err(format!(
-                    "`{}` resolves only to private or loopback addresses",
-                    name.as_str()
-                )
-                .into());
+                return Err(format!("`{}` {PRIVATE_ONLY}", name.as_str()).into());
             }
             Ok(Box::new(public.into_iter()) as Addrs)
         })
@@ -134,6 +146,8 @@ pub async fn run(
 ) {
     let mut builder = reqwest::Client::builder()
         .timeout(options.timeout)
+        // A proxy would resolve the name itself, past the check below.
+        .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("Herald-Webhooks/", env!("CARGO_PKG_VERSION")));
     if !options.allow_private {
@@ -212,6 +226,7 @@ fn count(stats: &Stats, outcome: &Outcome) {
         Outcome::Retry { .. } => &stats.retried,
         Outcome::Failed { .. } => &stats.failed,
         Outcome::Gone => &stats.gone,
+        Outcome::Refused { .. } => &stats.refused,
     };
     counter.fetch_add(1, Ordering::Relaxed);
 }
@@ -219,7 +234,7 @@ fn count(stats: &Stats, outcome: &Outcome) {
 /// Makes one attempt and says what comes next.
 async fn attempt(client: &reqwest::Client, options: &WebhookOptions, d: &Delivery) -> Outcome {
     if let Err(e) = check_url(&d.url, options.allow_private) {
-        return Outcome::Failed { error: e };
+        return Outcome::Refused { error: e };
     }
     let timestamp = now_ms() / 1000;
     let mut request = client
@@ -265,7 +280,14 @@ async fn attempt(client: &reqwest::Client, options: &WebhookOptions, d: &Deliver
             format!("no answer within {} ms", options.timeout.as_millis()),
             None,
         ),
-        Err(e) => (format!("cannot reach it: {}", source_chain(&e)), None),
+        Err(e) => {
+            let why = source_chain(&e);
+            if why.contains(PRIVATE_ONLY) {
+                // Refused here, not by the receiver: no retry will change it.
+                return Outcome::Refused { error: why };
+            }
+            (format!("cannot reach it: {why}"), None)
+        }
     };
     let next = d.attempts as usize + 1;
     match options.schedule.get(next) {
@@ -321,8 +343,64 @@ mod tests {
         ] {
             assert!(is_private(ip.parse().unwrap()), "{ip}");
         }
-        for ip in ["8.8.8.8", "172.32.0.1", "100.128.0.1", "2001:4860::8888"] {
+        for ip in [
+            "198.18.0.1",
+            "240.0.0.1",
+            "192.0.0.8",
+            "64:ff9b::a00:1",
+            "2002:7f00:1::",
+        ] {
+            assert!(is_private(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in [
+            "8.8.8.8",
+            "172.32.0.1",
+            "100.128.0.1",
+            "2001:4860::8888",
+            "64:ff9b::808:808",
+        ] {
             assert!(!is_private(ip.parse().unwrap()), "{ip}");
+        }
+    }
+
+    #[tokio::test]
+    async fn names_that_resolve_to_private_addresses_are_refused_at_send_time() {
+        use std::str::FromStr;
+        let refused = PublicOnly
+            .resolve(Name::from_str("localhost").unwrap())
+            .await
+            .err()
+            .expect("localhost resolves to loopback only");
+        assert!(refused.to_string().contains(PRIVATE_ONLY), "{refused}");
+        // Through a client as the sender builds it: refused, not retried.
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .dns_resolver(Arc::new(PublicOnly))
+            .build()
+            .unwrap();
+        let options = WebhookOptions {
+            timeout: Duration::from_secs(2),
+            schedule: default_schedule(),
+            allow_private: true, // past the check of the URL as written
+            concurrency: 1,
+            secrets: HashMap::new(),
+        };
+        let delivery = Delivery {
+            id: "msg_x".into(),
+            app: "a".into(),
+            message_id: "m".into(),
+            channel_id: None,
+            channel_name: "c".into(),
+            event_name: "e".into(),
+            url: "http://localhost:9/x".into(),
+            body: "{}".into(),
+            trace: None,
+            attempts: 0,
+            created_at_ms: 0,
+        };
+        match attempt(&client, &options, &delivery).await {
+            Outcome::Refused { error } => assert!(error.contains(PRIVATE_ONLY), "{error}"),
+            other => panic!("{other:?}"),
         }
     }
 

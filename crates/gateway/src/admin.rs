@@ -378,6 +378,15 @@ pub fn check_webhooks(urls: &[String], allow_private: bool) -> Result<(), AdminE
         herald_dispatch::webhook::check_url(url, allow_private)
             .map_err(|e| AdminError::invalid(format!("webhookUrls: {e}")))?;
     }
+    if let Some((i, url)) = urls
+        .iter()
+        .enumerate()
+        .find(|(i, u)| urls[..*i].contains(u))
+    {
+        return Err(AdminError::invalid(format!(
+            "webhookUrls: `{url}` is listed twice (at {i})"
+        )));
+    }
     Ok(())
 }
 
@@ -945,6 +954,11 @@ mod tests {
             .map(|i| format!("https://h/{i}"))
             .collect();
         assert!(check_webhooks(&many, true).is_err());
+        let twice = ["https://h/a".to_owned(), "https://h/a".to_owned()];
+        assert!(check_webhooks(&twice, true)
+            .unwrap_err()
+            .message
+            .contains("twice"));
     }
 
     #[test]

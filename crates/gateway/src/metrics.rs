@@ -160,7 +160,7 @@ enum Kind {
 
 /// What the node reports: name, help, kind. The order is the order of the
 /// values `NodeCollector::values` returns.
-const NODE_METRICS: [(&str, &str, Kind); 9] = [
+const NODE_METRICS: [(&str, &str, Kind); 10] = [
     (
         "herald_channels",
         "Channels with at least one subscriber on this node",
@@ -206,6 +206,11 @@ const NODE_METRICS: [(&str, &str, Kind); 9] = [
         "Backplane messages that could not be read, logged and dropped",
         Kind::Counter,
     ),
+    (
+        "herald_audience_dropped_total",
+        "Sockets-reached counts of logged messages dropped because too many waited to be reported (the database unreachable for long)",
+        Kind::Counter,
+    ),
 ];
 
 impl NodeCollector {
@@ -217,7 +222,7 @@ impl NodeCollector {
         NodeCollector { node, descs }
     }
 
-    fn values(&self) -> [u64; 9] {
+    fn values(&self) -> [u64; 10] {
         let stats = self.node.stats();
         let counter = |read: fn(&BackplaneStats) -> &AtomicU64| {
             read(self.node.backplane_stats()).load(Ordering::Relaxed)
@@ -232,6 +237,7 @@ impl NodeCollector {
             counter(|b| &b.resubscribes),
             counter(|b| &b.lagged),
             counter(|b| &b.malformed),
+            self.node.audience_dropped(),
         ]
     }
 }
@@ -335,7 +341,7 @@ const DISPATCH_METRICS: [(&str, &str, Kind, Read); 9] = [
 
 const WEBHOOK_ATTEMPTS: &str = "herald_webhook_attempts_total";
 const WEBHOOK_ATTEMPTS_HELP: &str =
-    "Webhook attempts by outcome: delivered, retry (to be tried again), failed (no attempts left, or a 4xx), gone (410: the URL is disabled for the channel)";
+    "Webhook attempts by outcome: delivered, retry (to be tried again), failed (no attempts left, or a 4xx), gone (410: the URL is disabled for the channel), refused (not sent: the target is in a private range)";
 
 impl DispatchCollector {
     pub fn new(stats: Arc<herald_dispatch::Stats>) -> Self {
@@ -387,6 +393,7 @@ impl Collector for DispatchCollector {
                 ("retry", &s.retried),
                 ("failed", &s.failed),
                 ("gone", &s.gone),
+                ("refused", &s.refused),
             ] {
                 v.with_label_values(&[outcome])
                     .inc_by(n.load(Ordering::Relaxed));

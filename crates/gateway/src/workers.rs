@@ -116,7 +116,9 @@ pub async fn report_audience(
         if !counts.is_empty() {
             if let Err(e) = store.add_audience(&node_id, &counts).await {
                 stats.store_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %e, messages = counts.len(), "cannot report message audience; these counts are lost");
+                tracing::warn!(error = %e, messages = counts.len(), "cannot report message audience; trying again");
+                // Kept (within the hub's bound) for the next report.
+                node.restore_audience(counts);
             }
         }
         if stopped {

@@ -152,6 +152,19 @@ async fn roles_and_conditions_allow_and_deny_on_the_native_surface() {
     // Forge's fixed message for UNAUTHORIZED.
     let denied = u1.fails(sub("order:u2"), "UNAUTHORIZED").await;
     assert_eq!(denied["error"]["message"], "Unauthorized request");
+    // Reading a channel's history or presence takes what subscribing takes.
+    u1.fails(
+        json!({"type":"history","channel":"order:u2","global":true}),
+        "UNAUTHORIZED",
+    )
+    .await;
+    u1.fails(
+        json!({"type":"presence","channel":"order:u2","global":true}),
+        "UNAUTHORIZED",
+    )
+    .await;
+    u1.ok(json!({"type":"history","channel":"order:u1","global":true}))
+        .await;
     let mut admin_user = user(&h, "boss", Some("project_admin")).await;
     admin_user.ok(sub("order:u2")).await;
     // No subscribe policy names `anon`: anonymous clients are refused now.

@@ -701,6 +701,7 @@ async fn a_worker_killed_mid_stream_loses_nothing() {
         &before,
         "herald_webhook_attempts_total{outcome=\"delivered\"}",
     );
+    assert!(by_first > 0.0, "the worker killed had been delivering");
     first.kill9();
     let hits_at_kill = receiver.hits().len();
     eventually(

@@ -194,19 +194,29 @@ impl Backplane for RedisBackplane {
             return Err(BackplaneError::DispatchFull(app.to_owned()));
         }
         if let (Some(d), true, true) = (dispatch, self.redis.cluster, offset > 0) {
-            let appended: i64 = self
+            let appended: Result<i64, RedisError> = self
                 .redis
                 .eval(
                     &self.redis.scripts.dispatch,
                     vec![keys::dispatch(d.app)],
                     vec![d.head.into(), body.as_str().into(), (d.max as i64).into()],
                 )
-                .await
-                .inspect_err(|_| {
+                .await;
+            let failed = match appended {
+                Ok(n) if n >= 0 => None,
+                Ok(_) => Some(BackplaneError::DispatchFull(d.app.to_owned())),
+                Err(e) => {
                     self.stats.errors.fetch_add(1, Ordering::Relaxed);
-                })?;
-            if appended < 0 {
-                return Err(BackplaneError::DispatchFull(d.app.to_owned()));
+                    Some(e.into())
+                }
+            };
+            if let Some(e) = failed {
+                // The publish is reported failed: a retry with its key
+                // must publish (and be logged) again, not repeat this one.
+                if let Some(i) = idempotency {
+                    self.forget(key, i).await;
+                }
+                return Err(e);
             }
         }
         if offset < 0 {
@@ -234,6 +244,13 @@ impl Backplane for RedisBackplane {
             }),
             repeat_of: None,
         })
+    }
+
+    async fn forget(&self, key: &ChannelKey, idempotency: Idempotency<'_>) {
+        let record = keys::idempotency(key.id(), idempotency.key);
+        if let Err(e) = self.redis.del(&record).await {
+            tracing::warn!(error = %e, "cannot forget an idempotency key; a retry with it answers as the failed publish");
+        }
     }
 
     async fn subscribe(&self, key: &ChannelKey) -> Result<(), BackplaneError> {

@@ -338,6 +338,11 @@ impl Redis {
             .map_err(RedisError::from)
     }
 
+    pub(crate) async fn del(&self, key: &str) -> RedisResult<()> {
+        let _: i64 = self.client.del(key).await?;
+        Ok(())
+    }
+
     pub(crate) async fn publish_raw(&self, topic: &str, message: String) -> RedisResult<i64> {
         Ok(if self.cluster {
             self.client.spublish(topic, message).await?

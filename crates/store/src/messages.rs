@@ -105,6 +105,10 @@ pub enum Outcome {
     },
     /// The URL answered 410 Gone: disabled for the channel.
     Gone,
+    /// Not sent: the target is in a private range Herald may not call.
+    Refused {
+        error: String,
+    },
 }
 
 /// Webhook deliveries not yet done.
@@ -285,6 +289,11 @@ impl Store {
         .bind(app)
         .execute(&mut *tx)
         .await?;
+        // Their deliveries go too: a cleared log sends nothing more.
+        sqlx::query("DELETE FROM realtime_webhooks WHERE app = $1")
+            .bind(app)
+            .execute(&mut *tx)
+            .await?;
         let done = sqlx::query("DELETE FROM realtime_messages WHERE app = $1")
             .bind(app)
             .execute(&mut *tx)
@@ -320,6 +329,7 @@ impl Store {
             return Ok(0);
         }
         let list = placeholders(1, ids.len());
+        let mut deleted = 0;
         for sql in [
             format!("DELETE FROM realtime_audience WHERE message_id IN ({list})"),
             format!("DELETE FROM realtime_webhooks WHERE status <> 0 AND message_id IN ({list})"),
@@ -329,10 +339,25 @@ impl Store {
             for id in &ids {
                 query = query.bind(id);
             }
-            query.execute(&mut *tx).await?;
+            // The rows this pass deleted (another runner may have taken
+            // some): the last statement's are the messages.
+            deleted = query.execute(&mut *tx).await?.rows_affected();
         }
         tx.commit().await?;
-        Ok(ids.len() as u64)
+        Ok(deleted)
+    }
+
+    /// Deletes audience counts older than `before_ms` whose message was
+    /// never logged (or is gone); how many.
+    pub async fn sweep_audience(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM realtime_audience WHERE created_at < $1 AND NOT EXISTS \
+             (SELECT 1 FROM realtime_messages m WHERE m.id = realtime_audience.message_id)",
+        )
+        .bind(before_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
     }
 
     /// Statistics of an app's messages (of one channel, since a time).
@@ -443,7 +468,7 @@ impl Store {
         let (status, next_at, error) = match outcome {
             Outcome::Delivered => (1i64, now, None),
             Outcome::Retry { at_ms, error } => (0, *at_ms, Some(error.clone())),
-            Outcome::Failed { error } => (2, now, Some(error.clone())),
+            Outcome::Failed { error } | Outcome::Refused { error } => (2, now, Some(error.clone())),
             Outcome::Gone => (
                 3,
                 now,
@@ -487,7 +512,8 @@ impl Store {
                         // Later messages' pending deliveries to it stop too.
                         sqlx::query(
                             "UPDATE realtime_webhooks SET status = 3, updated_at = $1 \
-                             WHERE channel_id = $2 AND url = $3 AND status = 0",
+                             WHERE channel_id = $2 AND url = $3 AND status = 0 \
+                             AND lease_until <= $1",
                         )
                         .bind(now)
                         .bind(channel)

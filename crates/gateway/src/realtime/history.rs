@@ -28,6 +28,8 @@ impl Session {
     ) -> Result<HistoryPage, ErrorBody> {
         self.charge_read()?;
         let key = self.resolve(channel, Operation::Read).await?;
+        // Reading a channel takes what subscribing to it takes.
+        self.permit(&key, "subscribe", None)?;
         let limit = history_limit(limit, self.state.config.history_max_limit);
         let mut read = self
             .state

@@ -13,6 +13,8 @@ impl Session {
     pub async fn presence(&mut self, channel: &ChannelRef) -> Result<PresenceList, ErrorBody> {
         self.charge_read()?;
         let key = self.resolve(channel, Operation::Read).await?;
+        // Reading a channel takes what subscribing to it takes.
+        self.permit(&key, "subscribe", None)?;
         if !self.app.config.presence {
             return Ok(capped(Vec::new(), 0));
         }

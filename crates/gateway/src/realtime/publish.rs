@@ -226,12 +226,17 @@ pub async fn publish(
     // Embedded: the log row and webhook deliveries are written before the
     // publisher is answered (a cluster's went into the dispatch stream).
     if let (Some(head), Some(log)) = (head.clone(), &state.embedded_log) {
-        log.log(herald_dispatch::message(app.id(), head, &publication))
+        if let Err(e) = log
+            .log(herald_dispatch::message(app.id(), head, &publication))
             .await
-            .map_err(|e| {
-                tracing::warn!(error = %e, channel = key.name(), app = app.id(), "publish not logged");
-                error(ErrorCode::PublishFailed, "")
-            })?;
+        {
+            tracing::warn!(error = %e, channel = key.name(), app = app.id(), "publish not logged");
+            // Reported failed: a retry with the key publishes again.
+            if let Some(i) = idempotency {
+                state.node.forget_idempotency(key, i).await;
+            }
+            return Err(error(ErrorCode::PublishFailed, ""));
+        }
     }
     state.metrics.published.with_label_values(&[surface]).inc();
     state

@@ -244,30 +244,33 @@ impl Session {
     }
 
     /// Leaves every channel that no longer has an enabled definition where
-    /// one is required (a definition was disabled, deleted or changed): the
+    /// one is required (a definition was disabled, deleted or changed), or
+    /// that the app's subscribe policies no longer allow this client: the
     /// channels left with the error to tell the client.
     pub async fn drop_undefined(&mut self) -> Vec<(String, ErrorBody)> {
         if !self.definitions_required() {
             return Vec::new();
         }
-        let gone: Vec<(String, bool)> = self
-            .subscriptions
-            .keys()
-            .filter(|(name, _)| !self.state.definitions.allows(&self.app.config, name))
-            .cloned()
-            .collect();
+        let mut gone: Vec<((String, bool), ErrorBody)> = Vec::new();
+        for (slot, key) in &self.subscriptions {
+            if !self.state.definitions.allows(&self.app.config, &slot.0) {
+                let e = ErrorBody::new(
+                    herald_protocol::ErrorCode::RealtimeChannelNotFound,
+                    format!(
+                        "`{}` lost its channel definition (disabled or deleted): unsubscribed",
+                        slot.0
+                    ),
+                );
+                gone.push((slot.clone(), e));
+            } else if let Err(e) = self.permit(key, "subscribe", None) {
+                gone.push((slot.clone(), e));
+            }
+        }
         let mut lost = Vec::with_capacity(gone.len());
-        for slot in gone {
+        for (slot, e) in gone {
             if let Some(key) = self.subscriptions.remove(&slot) {
                 self.leave(&key).await;
             }
-            let e = ErrorBody::new(
-                herald_protocol::ErrorCode::RealtimeChannelNotFound,
-                format!(
-                    "`{}` lost its channel definition (disabled or deleted): unsubscribed",
-                    slot.0
-                ),
-            );
             lost.push((slot.0, e));
         }
         lost
