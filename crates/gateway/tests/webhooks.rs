@@ -1030,3 +1030,74 @@ async fn an_embedded_restart_loses_no_row_and_no_pending_delivery() {
     .await;
     assert_eq!(receiver.delivered().len(), 5);
 }
+
+/// The dispatch stream is bounded: a publish beyond `dispatch_stream_max`
+/// fails loudly, and a retry with its idempotency key, once workers have
+/// made room, is published and logged (not answered as the failed one).
+async fn a_full_stream_refuses_and_a_retry_is_logged(
+    redis_url: &str,
+    pg: &herald_store::testing::PostgresServer,
+) {
+    let settings = format!(
+        "database_url = \"{}\"\nworker = false\ndispatch_stream_max = 3\n{}",
+        pg.url(),
+        apps()
+    );
+    let gateway = Herald::start_clustered_config(redis_url, &settings).await;
+    define(&gateway, "cap:%", &[]).await;
+    let send = |key: &'static str| {
+        let gateway = &gateway;
+        async move {
+            gateway
+                .post(
+                    "/api/v1/publish/global",
+                    KEY,
+                    json!({"channel": "cap:1", "event": "e", "payload": {"k": key},
+                           "options": {"idempotencyKey": key}}),
+                )
+                .await
+        }
+    };
+    for key in ["a", "b", "c"] {
+        let (status, body, _) = send(key).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, body, _) = send("d").await;
+    assert_ne!(status, 200, "a full stream refuses: {body}");
+    assert_eq!(body["errors"][0]["code"], "PUBLISH_FAILED", "{body}");
+    // Workers make room; the retry publishes and is logged.
+    let config = format!("dispatch_claim_idle_ms = 500\n{}", apps());
+    let _worker = Worker::start(&config, redis_url, &pg.url()).await;
+    eventually(Duration::from_secs(10), "three rows", || async {
+        let (_, total) = messages(&gateway, "").await;
+        (total == 3).then_some(()).ok_or(format!("{total}"))
+    })
+    .await;
+    let (status, body, _) = send("d").await;
+    assert_eq!(status, 200, "{body}");
+    let id = body["eventId"]
+        .as_str()
+        .expect("an id: published, not a repeat of the failure");
+    eventually(Duration::from_secs(10), "the retry's row", || async {
+        let (rows, total) = messages(&gateway, "").await;
+        let found = rows.iter().any(|r| r["id"] == id);
+        (total == 4 && found)
+            .then_some(())
+            .ok_or(format!("{total} rows"))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_full_stream_refuses_and_a_retry_is_logged_on_redis() {
+    let redis = RedisServer::start();
+    let pg = herald_store::testing::PostgresServer::start();
+    a_full_stream_refuses_and_a_retry_is_logged(&redis.url(), &pg).await;
+}
+
+#[tokio::test]
+async fn a_full_stream_refuses_and_a_retry_is_logged_on_redis_cluster() {
+    let cluster = common::redis::RedisCluster::start();
+    let pg = herald_store::testing::PostgresServer::start();
+    a_full_stream_refuses_and_a_retry_is_logged(&cluster.url(), &pg).await;
+}
