@@ -280,6 +280,8 @@ async fn embedded_messages_are_logged_and_their_webhooks_signed_and_counted() {
         let event = if n == 2 { "paid" } else { "created" };
         let result = publish(&herald, "order:1", event, json!({"n": n})).await;
         ids.push(result["eventId"].as_str().expect("eventId").to_owned());
+        // Listed newest first by their millisecond timestamps: apart.
+        tokio::time::sleep(Duration::from_millis(3)).await;
     }
     // A channel without a definition is not logged.
     publish(&herald, "news", "created", json!({})).await;
