@@ -156,7 +156,7 @@ impl Backplane for MemoryBackplane {
         publication: Arc<Publication>,
         retention: Retention,
         idempotency: Option<Idempotency<'_>>,
-        dispatch: Option<Dispatch<'_>>,
+        _dispatch: Option<Dispatch<'_>>,
         now_ms: u64,
     ) -> Result<Published, BackplaneError> {
         let id = key.id();
@@ -183,7 +183,7 @@ impl Backplane for MemoryBackplane {
         if let (Some(seen_key), Some(idempotency)) = (seen_key, idempotency) {
             // A logged publication went somewhere (the log) even with no
             // listener: a repeat answers with its id.
-            let went = position.is_some() || dispatch.is_some();
+            let went = position.is_some() || publication.logged;
             let original = Original {
                 message_id: went.then(|| publication.message_id.clone()),
                 timestamp_ms: now_ms,

@@ -188,9 +188,7 @@ pub async fn watch_depth(
         }
     };
     loop {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let now = herald_protocol::now_ms();
         let (mut depth, mut lag) = (0u64, 0u64);
         for app in &apps {
             if let Ok((n, age)) = reader.depth(app, now).await {

@@ -316,10 +316,9 @@ fn source_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
+/// The wall clock in epoch ms, as the store's columns hold it.
 pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    herald_protocol::now_ms() as i64
 }
 
 #[cfg(test)]

@@ -242,30 +242,35 @@ impl NodeCollector {
     }
 }
 
+/// One gauge or counter with `value`, as a scrape reads it.
+fn family(name: &str, help: &str, kind: Kind, value: i64) -> Vec<MetricFamily> {
+    match kind {
+        Kind::Gauge => IntGauge::new(name, help)
+            .map(|g| {
+                g.set(value);
+                g.collect()
+            })
+            .unwrap_or_default(),
+        Kind::Counter => IntCounter::new(name, help)
+            .map(|c| {
+                c.inc_by(value.max(0) as u64);
+                c.collect()
+            })
+            .unwrap_or_default(),
+    }
+}
+
 impl Collector for NodeCollector {
     fn desc(&self) -> Vec<&Desc> {
         self.descs.iter().collect()
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        let mut families = Vec::new();
-        for ((name, help, kind), value) in NODE_METRICS.iter().zip(self.values()) {
-            match kind {
-                Kind::Gauge => {
-                    if let Ok(g) = IntGauge::new(*name, *help) {
-                        g.set(value as i64);
-                        families.extend(g.collect());
-                    }
-                }
-                Kind::Counter => {
-                    if let Ok(c) = IntCounter::new(*name, *help) {
-                        c.inc_by(value);
-                        families.extend(c.collect());
-                    }
-                }
-            }
-        }
-        families
+        NODE_METRICS
+            .iter()
+            .zip(self.values())
+            .flat_map(|((name, help, kind), value)| family(name, help, *kind, value as i64))
+            .collect()
     }
 }
 
@@ -365,24 +370,10 @@ impl Collector for DispatchCollector {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        let mut families = Vec::new();
-        for (name, help, kind, read) in DISPATCH_METRICS.iter() {
-            let value = read(&self.stats);
-            match kind {
-                Kind::Gauge => {
-                    if let Ok(g) = IntGauge::new(*name, *help) {
-                        g.set(value);
-                        families.extend(g.collect());
-                    }
-                }
-                Kind::Counter => {
-                    if let Ok(c) = IntCounter::new(*name, *help) {
-                        c.inc_by(value.max(0) as u64);
-                        families.extend(c.collect());
-                    }
-                }
-            }
-        }
+        let mut families: Vec<MetricFamily> = DISPATCH_METRICS
+            .iter()
+            .flat_map(|(name, help, kind, read)| family(name, help, *kind, read(&self.stats)))
+            .collect();
         if let Ok(v) = IntCounterVec::new(
             Opts::new(WEBHOOK_ATTEMPTS, WEBHOOK_ATTEMPTS_HELP),
             &["outcome"],

@@ -131,9 +131,7 @@ pub async fn report_audience(
 async fn watch_backlog(store: Store, stats: Arc<Stats>, stop: CancellationToken) {
     loop {
         if let Ok(backlog) = store.webhook_backlog().await {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as i64);
+            let now = herald_protocol::now_ms() as i64;
             stats
                 .webhook_pending
                 .store(backlog.pending, Ordering::Relaxed);

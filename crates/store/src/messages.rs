@@ -250,11 +250,10 @@ impl Store {
             None,
         );
         let total_sql = format!("SELECT COUNT(*) FROM realtime_messages m WHERE {clause}");
-        let mut total = sqlx::query(&total_sql);
-        for b in &binds {
-            total = total.bind(b.clone());
-        }
-        let total: i64 = total.fetch_one(&self.pool).await?.try_get(0)?;
+        let total: i64 = query_with(&total_sql, &binds)
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)?;
         let n = binds.len();
         let sql = format!(
             "SELECT m.id, m.event_name, m.channel_id, m.channel_name, m.payload, m.sender_type, \
@@ -266,11 +265,7 @@ impl Store {
             n + 1,
             n + 2
         );
-        let mut query = sqlx::query(&sql);
-        for b in &binds {
-            query = query.bind(b.clone());
-        }
-        let rows = query
+        let rows = query_with(&sql, &binds)
             .bind(i64::from(filter.limit))
             .bind(filter.offset as i64)
             .fetch_all(&self.pool)
@@ -373,22 +368,14 @@ impl Store {
              CAST(COALESCE(SUM(m.wh_delivered_count), 0) AS BIGINT) \
              FROM realtime_messages m WHERE {clause}"
         );
-        let mut query = sqlx::query(&sql);
-        for b in &binds {
-            query = query.bind(b.clone());
-        }
-        let row = query.fetch_one(&self.pool).await?;
+        let row = query_with(&sql, &binds).fetch_one(&self.pool).await?;
         let (total, audience, delivered): (i64, i64, i64) =
             (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
         let sql = format!(
             "SELECT m.event_name, COUNT(*) AS n FROM realtime_messages m WHERE {clause} \
              GROUP BY m.event_name ORDER BY n DESC, m.event_name LIMIT 10"
         );
-        let mut query = sqlx::query(&sql);
-        for b in &binds {
-            query = query.bind(b.clone());
-        }
-        let top_events = query
+        let top_events = query_with(&sql, &binds)
             .fetch_all(&self.pool)
             .await?
             .iter()
@@ -569,6 +556,16 @@ impl Store {
         .await?;
         Ok(done.rows_affected() == 1)
     }
+}
+
+/// A query with the text parameters of `message_clause` bound.
+fn query_with<'q>(
+    sql: &'q str,
+    binds: &'q [String],
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    binds
+        .iter()
+        .fold(sqlx::query(sql), |query, b| query.bind(b.as_str()))
 }
 
 /// `($1, $2, …), (…)` for `rows` rows of `columns` parameters.

@@ -176,12 +176,13 @@ pub async fn publish(
         definition: d.id,
         urls: d.webhook_urls,
     });
-    let head_json = match &head {
-        Some(head) => Some(serde_json::to_string(head).map_err(|e| {
+    // The stream's head is for Redis; embedded, the log is written below.
+    let head_json = match (&head, &state.config.redis_url) {
+        (Some(head), Some(_)) => Some(serde_json::to_string(head).map_err(|e| {
             tracing::error!(error = %e, "dispatch head not encodable");
             error(ErrorCode::PublishFailed, "")
         })?),
-        None => None,
+        _ => None,
     };
     let dispatch = head_json.as_deref().map(|head| Dispatch {
         app: app.id(),
